@@ -1,0 +1,23 @@
+"""The exported-model bundle format shared by training (writer) and the service (reader)."""
+
+from bundle.format import (
+    FORMAT_VERSION,
+    Bundle,
+    BundleError,
+    new_version,
+    read_bundle,
+    resolve,
+    validate,
+    write_bundle,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Bundle",
+    "BundleError",
+    "new_version",
+    "read_bundle",
+    "resolve",
+    "validate",
+    "write_bundle",
+]

@@ -1,0 +1,290 @@
+"""The exported-model bundle: the one contract between training and the service.
+
+A bundle is a directory of plain numpy and JSON files (no pickle), described in
+``models/README.md``. This module writes and reads it and validates everything it reads;
+it depends on numpy only, so both the training side (torch) and the service (no torch)
+can import it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_NAME = "promptmm-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+EMBEDDINGS = "embeddings.npz"
+INTERACTIONS = "interactions.npz"
+IDS = "ids.json"
+LATEST = "LATEST"
+DATA_FILES = (EMBEDDINGS, INTERACTIONS, IDS)
+
+
+class BundleError(ValueError):
+    """A bundle is missing, corrupted, or of a version this reader does not support."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """An exported student: final embeddings, ID maps and training interactions.
+
+    ``train_indptr``/``train_indices`` are the CSR rows of the (n_users, n_items) training
+    matrix: the items of user ``u`` are ``train_indices[train_indptr[u]:train_indptr[u+1]]``.
+    Scores are inner products ``user_embeddings[u] @ item_embeddings[i]``.
+    """
+
+    user_embeddings: np.ndarray
+    item_embeddings: np.ndarray
+    train_indptr: np.ndarray
+    train_indices: np.ndarray
+    user_ids: list[str]
+    item_ids: list[str]
+    model_version: str
+    dataset: str
+    data_fingerprint: str
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+
+    @property
+    def n_users(self) -> int:
+        return int(self.user_embeddings.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_embeddings.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.item_embeddings.shape[1])
+
+    def seen_items(self, user: int) -> np.ndarray:
+        """Training items of internal user index ``user`` (sorted int32 array)."""
+        return self.train_indices[self.train_indptr[user] : self.train_indptr[user + 1]]
+
+    def item_popularity(self) -> np.ndarray:
+        """Number of training interactions per item, shape (n_items,)."""
+        return np.bincount(self.train_indices, minlength=self.n_items).astype(np.int64)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_ids(ids: Sequence[str], expected: int, what: str) -> list[str]:
+    if len(ids) != expected:
+        raise BundleError(f"{IDS}: {what} has {len(ids)} ids, expected {expected}")
+    if not all(isinstance(value, str) for value in ids):
+        raise BundleError(f"{IDS}: {what} ids must all be strings")
+    if len(set(ids)) != len(ids):
+        raise BundleError(f"{IDS}: {what} ids are not unique")
+    return list(ids)
+
+
+def validate(bundle: Bundle) -> None:
+    """Raise :class:`BundleError` naming the first inconsistency in ``bundle``."""
+    users, items = bundle.user_embeddings, bundle.item_embeddings
+    for name, array in (("user_embeddings", users), ("item_embeddings", items)):
+        if array.ndim != 2:
+            raise BundleError(f"{EMBEDDINGS}: {name} must be 2-D, got shape {array.shape}")
+        if array.dtype != np.float32:
+            raise BundleError(f"{EMBEDDINGS}: {name} must be float32, got {array.dtype}")
+        if not np.isfinite(array).all():
+            raise BundleError(f"{EMBEDDINGS}: {name} contains NaN or inf")
+    if users.shape[1] != items.shape[1]:
+        raise BundleError(f"{EMBEDDINGS}: user dim {users.shape[1]} != item dim {items.shape[1]}")
+    indptr, indices = bundle.train_indptr, bundle.train_indices
+    if indptr.ndim != 1 or indptr.shape[0] != users.shape[0] + 1:
+        raise BundleError(
+            f"{INTERACTIONS}: indptr has shape {indptr.shape}, expected ({users.shape[0] + 1},)"
+        )
+    if indptr[0] != 0 or np.any(np.diff(indptr) < 0) or indptr[-1] != indices.shape[0]:
+        raise BundleError(f"{INTERACTIONS}: indptr is not a valid CSR row pointer")
+    if indices.size and (indices.min() < 0 or indices.max() >= items.shape[0]):
+        raise BundleError(f"{INTERACTIONS}: item index out of range [0, {items.shape[0]})")
+    _check_ids(bundle.user_ids, users.shape[0], "users")
+    _check_ids(bundle.item_ids, items.shape[0], "items")
+
+
+def new_version(dataset: str, now: datetime | None = None) -> str:
+    """A sortable, unique version name such as ``tiktok-20261126T120000Z-3f2a1b``."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{dataset}-{stamp}-{os.urandom(3).hex()}"
+
+
+def write_bundle(bundle: Bundle, root: Path, *, update_latest: bool = True) -> Path:
+    """Write ``bundle`` atomically to ``root/<model_version>/``; return that directory.
+
+    Files go to a temporary directory beside the target, which is renamed into place only
+    when complete, so a reader never sees a half-written bundle. ``root/LATEST`` (the
+    version name) is then replaced atomically when ``update_latest`` is true.
+    """
+    validate(bundle)
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / bundle.model_version
+    if target.exists():
+        raise BundleError(f"bundle {target} already exists; versions are immutable")
+    staging = Path(tempfile.mkdtemp(prefix=f".{bundle.model_version}.", dir=root))
+    try:
+        np.savez(
+            staging / EMBEDDINGS,
+            user_embeddings=bundle.user_embeddings,
+            item_embeddings=bundle.item_embeddings,
+        )
+        np.savez(
+            staging / INTERACTIONS,
+            indptr=bundle.train_indptr.astype(np.int64),
+            indices=bundle.train_indices.astype(np.int32),
+        )
+        (staging / IDS).write_text(
+            json.dumps({"users": bundle.user_ids, "items": bundle.item_ids}), encoding="utf-8"
+        )
+        manifest = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "model_version": bundle.model_version,
+            "created_at": bundle.created_at or datetime.now(UTC).isoformat(timespec="seconds"),
+            "dataset": bundle.dataset,
+            "data_fingerprint": bundle.data_fingerprint,
+            "n_users": bundle.n_users,
+            "n_items": bundle.n_items,
+            "dim": bundle.dim,
+            "score": "dot",
+            "files": {
+                name: {"sha256": _sha256(staging / name), "bytes": (staging / name).stat().st_size}
+                for name in DATA_FILES
+            },
+            "config": bundle.config,
+            "metrics": bundle.metrics,
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        for child in staging.iterdir():
+            with child.open("rb") as handle:
+                os.fsync(handle.fileno())
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if update_latest:
+        _write_atomic(root / LATEST, bundle.model_version + "\n")
+    return target
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    with tmp.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def resolve(path: Path) -> Path:
+    """Return the bundle directory that ``path`` names.
+
+    ``path`` is either a bundle directory (it holds ``manifest.json``) or a models root
+    whose ``LATEST`` file names a version directory inside it.
+    """
+    if (path / MANIFEST).is_file():
+        return path
+    latest = path / LATEST
+    if latest.is_file():
+        version = latest.read_text(encoding="utf-8").strip()
+        if not version or "/" in version or version.startswith("."):
+            raise BundleError(f"{latest}: invalid version name {version!r}")
+        target = path / version
+        if not (target / MANIFEST).is_file():
+            raise BundleError(f"{latest} names {version!r}, but {target} holds no {MANIFEST}")
+        return target
+    raise BundleError(f"{path}: neither a bundle (no {MANIFEST}) nor a models root (no {LATEST})")
+
+
+def _load_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in keys if key not in archive.files]
+            if missing:
+                raise BundleError(f"{path.name}: missing arrays {missing}")
+            return {key: archive[key] for key in keys}
+    except (OSError, ValueError, EOFError) as exc:
+        if isinstance(exc, BundleError):
+            raise
+        raise BundleError(f"{path.name}: unreadable ({exc})") from exc
+
+
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{directory / MANIFEST}: unreadable ({exc})") from exc
+    if not isinstance(manifest, Mapping) or manifest.get("format") != FORMAT_NAME:
+        raise BundleError(f"{directory / MANIFEST}: not a {FORMAT_NAME} manifest")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{directory / MANIFEST}: format_version {version!r} is not supported "
+            f"(this reader supports {FORMAT_VERSION}); re-export the model"
+        )
+    return dict(manifest)
+
+
+def read_bundle(path: Path) -> Bundle:
+    """Read and fully validate the bundle at ``path`` (see :func:`resolve`)."""
+    directory = resolve(path)
+    manifest = _read_manifest(directory)
+    files = manifest.get("files", {})
+    for name in DATA_FILES:
+        file_path = directory / name
+        if not file_path.is_file():
+            raise BundleError(f"{directory}: missing {name}")
+        expected = files.get(name, {}).get("sha256")
+        if expected != _sha256(file_path):
+            raise BundleError(f"{file_path}: checksum does not match the manifest (corrupted?)")
+    embeddings = _load_npz(directory / EMBEDDINGS, ("user_embeddings", "item_embeddings"))
+    interactions = _load_npz(directory / INTERACTIONS, ("indptr", "indices"))
+    try:
+        ids = json.loads((directory / IDS).read_text(encoding="utf-8"))
+        user_ids, item_ids = ids["users"], ids["items"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise BundleError(
+            f"{directory / IDS}: expected {{'users': [...], 'items': [...]}}"
+        ) from exc
+    bundle = Bundle(
+        user_embeddings=embeddings["user_embeddings"],
+        item_embeddings=embeddings["item_embeddings"],
+        train_indptr=interactions["indptr"],
+        train_indices=interactions["indices"],
+        user_ids=user_ids,
+        item_ids=item_ids,
+        model_version=str(manifest.get("model_version", "")),
+        dataset=str(manifest.get("dataset", "")),
+        data_fingerprint=str(manifest.get("data_fingerprint", "")),
+        config=dict(manifest.get("config", {})),
+        metrics=dict(manifest.get("metrics", {})),
+        created_at=str(manifest.get("created_at", "")),
+    )
+    validate(bundle)
+    for key, actual in (
+        ("n_users", bundle.n_users),
+        ("n_items", bundle.n_items),
+        ("dim", bundle.dim),
+    ):
+        if manifest.get(key) != actual:
+            raise BundleError(
+                f"{MANIFEST}: {key}={manifest.get(key)!r} but the arrays say {actual}"
+            )
+    return bundle

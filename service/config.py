@@ -1,0 +1,69 @@
+"""Service settings: one pydantic-settings class, read from environment variables only.
+
+Every field is read from ``PROMPTMM_<FIELD>`` except ``redis_url``, which is ``REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration of the recommendation service."""
+
+    model_config = SettingsConfigDict(env_prefix="PROMPTMM_", extra="ignore")
+
+    bundle_path: Path = Field(
+        Path("models/demo"),
+        description="A bundle directory, or a models root whose LATEST names the version.",
+    )
+    store_path: Path = Field(
+        Path("data/promptmm.sqlite3"),
+        description="Embedded store (SQLite, WAL) file; used when REDIS_URL is not set.",
+    )
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("REDIS_URL"),
+        description="redis://host:port/db: share state between replicas through Redis.",
+    )
+    redis_prefix: str = Field("promptmm", description="Key prefix of every Redis key.")
+    api_key: SecretStr | None = Field(
+        None, description="Key required in the X-API-Key header of write and admin endpoints."
+    )
+    allow_open_writes: bool = Field(
+        False, description="Start without an API key, leaving writes open (development only)."
+    )
+    index_kind: Literal["exact", "hnsw", "ivf"] = Field(
+        "exact", description="FAISS index: exact inner product, or approximate (hnsw, ivf)."
+    )
+    hnsw_m: int = Field(32, ge=4, le=256, description="HNSW graph degree.")
+    hnsw_ef_search: int = Field(128, ge=1, description="HNSW search breadth.")
+    ivf_nlist: int = Field(64, ge=1, description="IVF cells.")
+    ivf_nprobe: int = Field(16, ge=1, description="IVF cells probed per query.")
+    unknown_user: Literal["popular", "404"] = Field(
+        "popular", description="Unknown user on /recommend: popularity fallback or 404."
+    )
+    max_k: int = Field(1000, ge=1, description="Largest k accepted by /recommend.")
+    max_batch: int = Field(256, ge=1, description="Most users/events in one batch request.")
+    max_items_per_event: int = Field(1000, ge=1, description="Most item_ids in one event.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body.")
+    finetune_steps: int = Field(20, ge=0, description="Gradient steps per user update.")
+    finetune_lr: float = Field(0.05, gt=0, description="Fine-tune step size.")
+    finetune_negatives: int = Field(64, ge=1, description="Negatives sampled per update.")
+    finetune_prox: float = Field(
+        0.1, ge=0, description="Weight that keeps the user vector near its previous value."
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    @model_validator(mode="after")
+    def _writes_need_a_key(self) -> Settings:
+        if self.api_key is None and not self.allow_open_writes:
+            raise ValueError(
+                "PROMPTMM_API_KEY is not set: write and admin endpoints would be open. Set "
+                "PROMPTMM_API_KEY, or PROMPTMM_ALLOW_OPEN_WRITES=true to run open on purpose."
+            )
+        return self
