@@ -1,0 +1,186 @@
+"""The normalised user-item graph shared by teacher and student (method.md section 1).
+
+Node order everywhere: users ``0..U-1`` then items ``U..U+I-1``.
+
+The adjacency is the standard LightGCN one, ``Â = D^-1/2 [[0, R], [Rᵀ, 0]] D^-1/2``, built
+from the *training* interactions only and stored as a torch sparse CSR tensor (the fastest
+layout for ``Â @ X`` on CPU and CUDA). ``Â`` is symmetric, so the backward pass of ``Â @ X``
+is ``Â @ grad``: :func:`spmm` uses that instead of letting autograd transpose the matrix.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+__all__ = [
+    "item_feature_propagation",
+    "item_side",
+    "normalized_adjacency",
+    "propagate",
+    "spmm",
+    "user_side",
+]
+
+
+def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
+    """Symmetric normalised bipartite adjacency of the training interactions.
+
+    Args:
+        train: (U, I) binary interaction matrix (any scipy sparse format; values are
+            binarised: every stored non-zero counts as one edge).
+
+    Returns:
+        float32 sparse CSR tensor (U+I, U+I) on the CPU, ``D^-1/2 A D^-1/2`` with
+        ``A = [[0, R], [Rᵀ, 0]]``. Rows and columns of zero-degree nodes are zero.
+        Move it with ``.to(device)``.
+    """
+    if not sp.issparse(train) or train.ndim != 2:
+        raise ValueError(
+            f"train must be a 2-D scipy sparse (U, I) matrix, got {type(train).__name__}"
+        )
+    r = sp.csr_matrix(train, dtype=np.float32, copy=True)
+    r.eliminate_zeros()
+    r.data[:] = 1.0
+    r.sum_duplicates()
+    r.data[:] = 1.0
+    n_users, n_items = r.shape
+    a = sp.bmat([[None, r], [r.T, None]], format="csr", dtype=np.float32)
+    a.sort_indices()
+    degree = np.asarray(a.sum(axis=1)).ravel()
+    inv_sqrt = np.zeros_like(degree)
+    nonzero = degree > 0
+    inv_sqrt[nonzero] = degree[nonzero] ** -0.5
+    d = sp.diags(inv_sqrt)
+    norm = sp.csr_matrix(d @ a @ d, dtype=np.float32)
+    norm.sort_indices()
+    size = (n_users + n_items, n_users + n_items)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(norm.indptr.astype(np.int64)),
+            torch.from_numpy(norm.indices.astype(np.int64)),
+            torch.from_numpy(norm.data.astype(np.float32)),
+            size=size,
+            dtype=torch.float32,
+            check_invariants=True,
+        )
+
+
+class _SymmetricSpMM(torch.autograd.Function):
+    """``adj @ x`` for a symmetric sparse ``adj``: the gradient w.r.t. ``x`` is ``adj @ grad``."""
+
+    @staticmethod
+    def forward(ctx: Any, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(adj)
+        return torch.sparse.mm(adj, x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        (adj,) = ctx.saved_tensors
+        return None, torch.sparse.mm(adj, grad)
+
+
+def spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """One propagation ``adj @ x``.
+
+    Args:
+        adj: (N, N) sparse, **symmetric** (as :func:`normalized_adjacency` returns).
+        x: (N, d) dense, on ``adj``'s device.
+
+    Returns:
+        (N, d) dense. Differentiable w.r.t. ``x`` (not w.r.t. ``adj``).
+    """
+    if adj.shape[1] != x.shape[0]:
+        raise ValueError(f"adjacency is {tuple(adj.shape)} but x has {x.shape[0]} rows")
+    return _SymmetricSpMM.apply(adj, x)
+
+
+def propagate(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """LightGCN propagation with layer mean: ``mean(ego, Â ego, ..., Â^L ego)``.
+
+    Args:
+        adj: (U+I, U+I) normalised adjacency.
+        ego: (U+I, d) stacked user then item ego embeddings.
+        n_layers: L >= 0; ``0`` returns ``ego`` unchanged (MF).
+
+    Returns:
+        (U+I, d) final embeddings.
+    """
+    if n_layers < 0:
+        raise ValueError(f"n_layers must be >= 0, got {n_layers}")
+    if n_layers == 0:
+        return ego
+    total = ego
+    layer = ego
+    for _ in range(n_layers):
+        layer = spmm(adj, layer)
+        total = total + layer
+    return total / (n_layers + 1)
+
+
+def user_side(adj: torch.Tensor, item_x: torch.Tensor, n_users: int) -> torch.Tensor:
+    """Users aggregate their items' rows through ``Â``: ``Â_ui @ item_x``.
+
+    Args:
+        adj: (U+I, U+I) normalised adjacency.
+        item_x: (I, d) item rows.
+        n_users: U.
+
+    Returns:
+        (U, d): row ``u`` is ``Σ_{i∈N(u)} item_x[i] / sqrt(|N(u)| |N(i)|)``.
+    """
+    stacked = torch.cat([item_x.new_zeros(n_users, item_x.shape[1]), item_x], dim=0)
+    return spmm(adj, stacked)[:n_users]
+
+
+def item_side(adj: torch.Tensor, user_x: torch.Tensor, n_users: int) -> torch.Tensor:
+    """Items aggregate their users' rows through ``Â``: ``Â_iu @ user_x``.
+
+    Args:
+        adj: (U+I, U+I) normalised adjacency.
+        user_x: (U, d) user rows.
+        n_users: U.
+
+    Returns:
+        (I, d).
+    """
+    n_items = adj.shape[0] - n_users
+    stacked = torch.cat([user_x, user_x.new_zeros(n_items, user_x.shape[1])], dim=0)
+    return spmm(adj, stacked)[n_users:]
+
+
+def item_feature_propagation(
+    adj: torch.Tensor, item_feat: torch.Tensor, n_users: int, n_hops: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Modality-aware user and item features ``F_u^m, F_i^m`` from item features ``f^m``.
+
+    One hop is a round trip item -> user -> item over ``Â``:
+    ``u_h = Â_ui i_{h-1}``, ``i_h = Â_iu u_h`` with ``i_0 = f^m``. The outputs are layer means:
+    ``F_u = mean(u_1..u_H)`` and ``F_i = mean(i_0..i_H)`` (the item keeps its own feature,
+    so items without training interactions still carry their content).
+
+    Args:
+        adj: (U+I, U+I) normalised adjacency.
+        item_feat: (I, d) reduced item features ``f^m``.
+        n_users: U.
+        n_hops: H >= 1.
+
+    Returns:
+        ``(F_u (U, d), F_i (I, d))``.
+    """
+    if n_hops < 1:
+        raise ValueError(f"n_hops (feat_hops) must be >= 1, got {n_hops}")
+    item_layer = item_feat
+    users_total = item_feat.new_zeros(n_users, item_feat.shape[1])
+    items_total = item_feat
+    for _ in range(n_hops):
+        user_layer = user_side(adj, item_layer, n_users)
+        item_layer = item_side(adj, user_layer, n_users)
+        users_total = users_total + user_layer
+        items_total = items_total + item_layer
+    return users_total / n_hops, items_total / (n_hops + 1)
