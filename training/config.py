@@ -1,0 +1,305 @@
+"""Typed, checked configuration of a training run (one TOML file per experiment).
+
+Every component owns a frozen dataclass with its defaults; :class:`Config` composes them.
+A TOML file sets any subset of the fields (unknown tables or keys are errors), and
+``--set section.key=value`` overrides are parsed as TOML values and checked against the
+field's declared type.
+
+Paths: a relative path written in a config file is resolved against the repository that
+holds the file (the nearest ancestor with a ``pyproject.toml``), never the current
+directory; a relative path given as a ``--set`` override is resolved against the current
+directory (it was typed there). ``data.path`` values under ``../shared/datasets/`` follow
+``$PROMPTMM_SHARED_DATASETS`` when it is set. :func:`to_dict` writes paths back relative
+to the repository root where possible, so saved configs carry no machine paths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+SHARED_DATASETS_ENV = "PROMPTMM_SHARED_DATASETS"
+SHARED_PREFIX = ("..", "shared", "datasets")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the dataset is and how its item features are prepared for the teacher."""
+
+    path: str = "../shared/datasets/tiktok"
+    format: str | None = None
+    standardize_features: bool = True
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Multi-modal teacher (method.md section 2)."""
+
+    dim: int = 64
+    n_layers: int = 2
+    dropout: float = 0.2
+    alpha: float = 1.0
+    feat_hops: int = 1
+    modal_bpr_weight: float = 0.0
+    l2_weight: float = 1e-4
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Soft prompt module (method.md section 3); ``rate`` is lambda1, 0 disables it."""
+
+    rate: float = 0.1
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """LightGCN student (method.md section 4); ``n_layers = 0`` is MF."""
+
+    dim: int = 64
+    n_layers: int = 2
+    l2_weight: float = 1e-4
+
+
+@dataclass(frozen=True)
+class KDConfig:
+    """Stage-2 distillation weights (Eq. 12) and their hyper-parameters."""
+
+    pair_weight: float = 1.0
+    list_weight: float = 1.0
+    emb_weight: float = 1.0
+    tau: float = 1.0
+    list_tau: float = 1.0
+    list_size: int = 10
+    disentangle: bool = True
+    sce_gamma: float = 1.0
+    teacher_eval_mode: bool = True
+    tune_prompt: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of one stage; ``enabled = false`` skips the stage."""
+
+    enabled: bool = True
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 2048
+    max_epochs: int = 100
+    patience: int = 10
+    eval_every: int = 1
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """All-ranking evaluation; model selection uses ``select_metric`` on validation."""
+
+    ks: tuple[int, ...] = (10, 20, 50)
+    ndcg: Literal["standard", "lineage"] = "standard"
+    chunk_size: int = 2048
+    select_metric: str = "recall@20"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Reproducibility, device and output locations."""
+
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 0
+    runs_dir: str = "runs"
+    models_dir: str = "models"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment: one section per component."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+    stage1: TrainConfig = field(default_factory=TrainConfig)
+    stage2: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+PATH_FIELDS = (("data", "path"), ("run", "runs_dir"), ("run", "models_dir"))
+
+
+def repo_root_of(path: Path) -> Path:
+    """The nearest ancestor of ``path`` holding a ``pyproject.toml`` (else its directory)."""
+    start = path.resolve()
+    for candidate in (start, *start.parents):
+        if (candidate / "pyproject.toml").is_file():
+            return candidate
+    return start if start.is_dir() else start.parent
+
+
+REPO_ROOT = repo_root_of(Path(__file__))
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` checked (and, for int->float and list->tuple, converted) against ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ValueError(f"{key}: {value!r} is not one of {list(typing.get_args(tp))}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ValueError:
+                continue
+        raise ValueError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is tuple:
+        (item_type, _ellipsis) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{key}: expected a list of {_type_name(item_type)}, got {value!r}")
+        return tuple(_coerce(item, item_type, key) for item in value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ValueError(f"{key}: expected bool (true/false), got {value!r}")
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{key}: expected int, got {value!r}")
+    if not isinstance(value, tp):
+        raise ValueError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _section_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build_section(cls: type, values: Mapping[str, Any], section: str) -> Any:
+    hints = _section_types(cls)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {[f'{section}.{k}' for k in unknown]}; "
+            f"known keys of [{section}]: {sorted(hints)}"
+        )
+    checked = {key: _coerce(value, hints[key], f"{section}.{key}") for key, value in values.items()}
+    return cls(**checked)
+
+
+def from_dict(raw: Mapping[str, Any]) -> Config:
+    """Build a :class:`Config` from nested mappings, rejecting unknown sections and keys."""
+    sections = _section_types(Config)
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise ValueError(f"unknown config section(s) {unknown}; known: {sorted(sections)}")
+    built: dict[str, Any] = {}
+    for name, cls in sections.items():
+        values = raw.get(name, {})
+        if not isinstance(values, Mapping):
+            raise ValueError(f"[{name}] must be a table of keys, got {values!r}")
+        built[name] = _build_section(cls, values, name)
+    return Config(**built)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Split ``section.key=value``; the value is read as TOML, else taken as a string."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r}: expected section.key=value")
+    dotted, raw_value = text.split("=", 1)
+    parts = dotted.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"override {text!r}: the key must be section.key, got {dotted!r}")
+    try:
+        value = tomllib.loads(f"v = {raw_value}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw_value
+    if raw_value.strip().lower() in ("none", "null"):
+        value = None
+    return parts[0], parts[1], value
+
+
+def resolve_path(value: str, base: Path, *, shared_env: bool) -> str:
+    """``value`` made absolute against ``base`` (``$PROMPTMM_SHARED_DATASETS`` if asked)."""
+    path = Path(value)
+    if path.is_absolute():
+        return str(path)
+    env = os.environ.get(SHARED_DATASETS_ENV)
+    if shared_env and env and path.parts[: len(SHARED_PREFIX)] == SHARED_PREFIX:
+        return str(Path(env, *path.parts[len(SHARED_PREFIX) :]).resolve())
+    return str((base / path).resolve())
+
+
+def _with_paths(config: Config, base: Path, only: set[tuple[str, str]] | None = None) -> Config:
+    for section, key in PATH_FIELDS:
+        if only is not None and (section, key) not in only:
+            continue
+        part = getattr(config, section)
+        value = resolve_path(getattr(part, key), base, shared_env=section == "data")
+        config = dataclasses.replace(config, **{section: dataclasses.replace(part, **{key: value})})
+    return config
+
+
+def apply_overrides(config: Config, overrides: Sequence[str], cwd: Path | None = None) -> Config:
+    """Apply ``section.key=value`` overrides, type-checked; paths resolve against ``cwd``."""
+    touched: set[tuple[str, str]] = set()
+    raw = to_nested(config)
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if section not in raw:
+            raise ValueError(f"override {text!r}: unknown section {section!r}; known: {sorted(raw)}")
+        raw[section][key] = value
+        touched.add((section, key))
+    updated = from_dict(raw)
+    touched_paths = touched & set(PATH_FIELDS)
+    return _with_paths(updated, cwd or Path.cwd(), touched_paths) if touched_paths else updated
+
+
+def load_config(path: Path, overrides: Sequence[str] = ()) -> Config:
+    """Read a TOML config, resolve its relative paths, then apply ``overrides``."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ValueError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {path} is not valid TOML: {exc}") from exc
+    config = _with_paths(from_dict(raw), repo_root_of(path))
+    return apply_overrides(config, overrides)
+
+
+def to_nested(config: Config) -> dict[str, dict[str, Any]]:
+    """The config as nested plain dicts (tuples kept), paths as stored."""
+    return {
+        section.name: dict(dataclasses.asdict(getattr(config, section.name)))
+        for section in dataclasses.fields(config)
+    }
+
+
+def to_dict(config: Config, root: Path = REPO_ROOT) -> dict[str, dict[str, Any]]:
+    """JSON-ready resolved config; paths beside ``root`` are written relative to it."""
+    nested = to_nested(config)
+    for section, key in PATH_FIELDS:
+        value = Path(nested[section][key])
+        if value.is_relative_to(root.parent):
+            nested[section][key] = os.path.relpath(value, root)
+    for values in nested.values():
+        for key, value in values.items():
+            if isinstance(value, tuple):
+                values[key] = list(value)
+    return nested
