@@ -1,0 +1,150 @@
+"""Multi-modal teacher T (paper Eq. 1 and 4, method.md section 2).
+
+- ID embeddings ``E_u, E_i`` (Xavier) propagated ``L`` layers over ``Â``, layer mean: ``Ē``.
+- Per modality a reduction layer ``f^m = dropout((x^m + λ1 p^m) W^m + b^m)`` (I, d).
+  The raw features ``x^m`` must be standardised per column by the caller (the pipeline)
+  before they reach the teacher; the prompts arrive already multiplied by ``λ1``.
+- Modality-aware features ``F_u^m, F_i^m`` by propagating ``f^m`` over ``Â``
+  (:func:`training.graph.item_feature_propagation`, ``feat_hops`` round trips).
+- Scores use ``E_u^T = Ē_u + alpha Σ_m norm(F_u^m)``, ``E_i^T = Ē_i + alpha Σ_m norm(F_i^m)`` where
+  ``norm`` is row-wise L2 normalisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.graph import item_feature_propagation, propagate
+
+__all__ = ["Teacher", "TeacherOutput"]
+
+
+class TeacherOutput(NamedTuple):
+    """What the teacher produces (shapes for U users, I items, d dims)."""
+
+    user_emb: torch.Tensor  # (U, d) E_u^T, used for scores
+    item_emb: torch.Tensor  # (I, d) E_i^T
+    modal_users: dict[str, torch.Tensor]  # m -> (U, d) F_u^m
+    modal_items: dict[str, torch.Tensor]  # m -> (I, d) F_i^m
+
+
+class Teacher(nn.Module):
+    """Graph-based multi-modal teacher with prompt-aware reduction layers.
+
+    Args:
+        n_users: U.
+        n_items: I.
+        dim: d.
+        n_layers: L >= 0 layers for the ID embeddings.
+        modality_dims: modality -> d_m (may be empty: the teacher is then a LightGCN).
+        dropout: rate of the reduction layers' dropout, in [0, 1).
+        alpha: weight of the modality features in ``E^T``.
+        feat_hops: item->user->item round trips for ``F^m`` (>= 1).
+    """
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int,
+        n_layers: int,
+        modality_dims: Mapping[str, int],
+        dropout: float,
+        alpha: float,
+        feat_hops: int,
+    ) -> None:
+        super().__init__()
+        if min(n_users, n_items, dim) < 1 or n_layers < 0 or feat_hops < 1:
+            raise ValueError(
+                "Teacher needs n_users, n_items, dim, feat_hops >= 1 and n_layers >= 0, got "
+                f"{n_users}, {n_items}, {dim}, {feat_hops}, {n_layers}"
+            )
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if any(d_m < 1 for d_m in modality_dims.values()):
+            raise ValueError(f"modality dims must be >= 1, got {dict(modality_dims)}")
+        self.n_users, self.n_items, self.dim = n_users, n_items, dim
+        self.n_layers, self.alpha, self.feat_hops = n_layers, float(alpha), feat_hops
+        self.modality_dims = dict(modality_dims)
+        self.user_ego = nn.Parameter(torch.empty(n_users, dim))
+        self.item_ego = nn.Parameter(torch.empty(n_items, dim))
+        nn.init.xavier_uniform_(self.user_ego)
+        nn.init.xavier_uniform_(self.item_ego)
+        self.reduce = nn.ModuleDict({m: nn.Linear(d_m, dim) for m, d_m in modality_dims.items()})
+        for layer in self.reduce.values():
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def ego_parameters(self) -> tuple[nn.Parameter, nn.Parameter]:
+        """The ID ego tables ``(users (U, d), items (I, d))``."""
+        return self.user_ego, self.item_ego
+
+    def propagate_ids(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(Ē_u (U, d), Ē_i (I, d))``: the ID part, fixed once the teacher is frozen.
+
+        In stage 2 compute it once (under ``torch.no_grad()``) and pass it to :meth:`forward`
+        as ``ids`` so only the prompt-dependent modality part is recomputed per step.
+        """
+        out = propagate(adj, torch.cat([self.user_ego, self.item_ego], dim=0), self.n_layers)
+        return out[: self.n_users], out[self.n_users :]
+
+    def _check_inputs(
+        self,
+        features: Mapping[str, torch.Tensor],
+        prompts: Mapping[str, torch.Tensor] | None,
+    ) -> None:
+        if set(features) != set(self.modality_dims):
+            raise ValueError(
+                f"features have modalities {sorted(features)}, the teacher was built for "
+                f"{sorted(self.modality_dims)}"
+            )
+        for m, d_m in self.modality_dims.items():
+            if tuple(features[m].shape) != (self.n_items, d_m):
+                raise ValueError(
+                    f"features[{m!r}] must be ({self.n_items}, {d_m}), "
+                    f"got {tuple(features[m].shape)}"
+                )
+        if prompts and set(prompts) != set(self.modality_dims):
+            raise ValueError(
+                f"prompts have modalities {sorted(prompts)}, expected {sorted(self.modality_dims)}"
+                " (or None / {} for no prompt)"
+            )
+
+    def forward(
+        self,
+        adj: torch.Tensor,
+        features: Mapping[str, torch.Tensor],
+        prompts: Mapping[str, torch.Tensor] | None = None,
+        ids: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> TeacherOutput:
+        """Teacher embeddings and modality-aware features.
+
+        Args:
+            adj: (U+I, U+I) normalised adjacency.
+            features: m -> (I, d_m) column-standardised item features, for every modality.
+            prompts: m -> (I, d_m) prompts already scaled by ``λ1`` (from
+                :class:`~training.models.prompt.PromptModule`); ``None`` or ``{}``: no prompt.
+            ids: precomputed :meth:`propagate_ids` output (frozen teacher), else computed.
+
+        Returns:
+            :class:`TeacherOutput`.
+        """
+        self._check_inputs(features, prompts)
+        user_bar, item_bar = self.propagate_ids(adj) if ids is None else ids
+        modal_users: dict[str, torch.Tensor] = {}
+        modal_items: dict[str, torch.Tensor] = {}
+        user_emb, item_emb = user_bar, item_bar
+        for m, layer in self.reduce.items():
+            x = features[m] + prompts[m] if prompts else features[m]
+            f = self.dropout(layer(x))
+            f_u, f_i = item_feature_propagation(adj, f, self.n_users, self.feat_hops)
+            modal_users[m], modal_items[m] = f_u, f_i
+            user_emb = user_emb + self.alpha * F.normalize(f_u, dim=1)
+            item_emb = item_emb + self.alpha * F.normalize(f_i, dim=1)
+        return TeacherOutput(user_emb, item_emb, modal_users, modal_items)
