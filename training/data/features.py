@@ -60,6 +60,7 @@ def _load_matrix(path: Path) -> np.ndarray:
         )
     if raw.shape[1] == 0:
         raise DataFormatError(f"{path.name}: has 0 columns; expected dim >= 1")
-    matrix = np.ascontiguousarray(raw, dtype=np.float32)
+    with np.errstate(over="ignore"):  # an overflow to inf is reported by check_finite
+        matrix = np.ascontiguousarray(raw, dtype=np.float32)
     check_finite(matrix, path.name)
     return matrix

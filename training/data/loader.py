@@ -68,9 +68,11 @@ def load_dataset(path: Path, fmt: str | None = None) -> Dataset:
         raise DataFormatError(f"unknown dataset format {fmt!r}; expected one of {FORMATS}")
     raw = READERS[fmt](folder)
     features = load_features(folder)
-    shape, bound_reason = _shape(raw, feature_rows(features))
     if raw.shape is not None:
-        check_feature_rows(features, shape[1], f"the split files have {shape[1]} item columns")
+        check_feature_rows(
+            features, raw.shape[1], f"the split files have {raw.shape[1]} item columns"
+        )
+    shape, bound_reason = _shape(raw, feature_rows(features))
     matrices = {}
     for split, pairs in raw.splits.items():
         check_ids(pairs, shape, bound_reason)

@@ -24,6 +24,8 @@ DEFAULT_MODALITIES: Mapping[str, int] = MappingProxyType({"image": 32, "text": 1
 LATENT_DIM = 8
 MIN_PER_USER = 3
 FEATURE_NOISE = 0.3
+AFFINITY_SCALE = 2.0
+POPULARITY_SCALE = 0.5
 TIME_START = 1_700_000_000
 HEADER = "userID\titemID\ttimestamp\tx_label"
 
@@ -46,8 +48,8 @@ def write_synthetic(
     rng = np.random.default_rng(seed)
     user_factors = rng.normal(size=(n_users, LATENT_DIM))
     item_factors = rng.normal(size=(n_items, LATENT_DIM))
-    popularity = rng.normal(scale=1.0, size=n_items)
-    affinity = user_factors @ item_factors.T / np.sqrt(LATENT_DIM) + popularity
+    popularity = rng.normal(scale=POPULARITY_SCALE, size=n_items)
+    affinity = AFFINITY_SCALE * user_factors @ item_factors.T / np.sqrt(LATENT_DIM) + popularity
     counts = np.clip(rng.poisson(density * n_items, size=n_users), MIN_PER_USER, n_items)
     # Gumbel top-k: sample without replacement proportionally to exp(affinity).
     chosen = np.argsort(-(affinity + rng.gumbel(size=affinity.shape)), axis=1)
