@@ -42,7 +42,9 @@ def write_synthetic(
     """Write ``<out_dir.name>.inter`` and ``<modality>_feat.npy`` files into ``out_dir``.
 
     ``density`` is the expected share of (user, item) pairs that interact (each user
-    has at least 3). The same arguments always write the same bytes. Returns ``out_dir``.
+    has at least 3). The same arguments always write the same bytes. With no modalities
+    the loader counts items up to the largest item id drawn, which may be fewer than
+    ``n_items``. Returns ``out_dir``.
     """
     _check_args(n_users, n_items, modalities, density)
     rng = np.random.default_rng(seed)
