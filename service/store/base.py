@@ -7,6 +7,7 @@ string ids of the bundle's ``ids.json``, so stored data survives a bundle reload
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -46,3 +47,51 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+def check_event(event: object) -> Event:
+    """Return ``event`` when it is a well-formed :class:`Event`, else raise ``ValueError``.
+
+    Stores call this on each event inside the append transaction, so one bad event in a
+    batch rolls the whole batch back.
+    """
+    if not isinstance(event, Event):
+        raise ValueError(f"expected an Event, got {type(event).__name__}")
+    if not isinstance(event.user_id, str) or not event.user_id:
+        raise ValueError(f"Event.user_id must be a non-empty string, got {event.user_id!r}")
+    if not isinstance(event.item_ids, tuple) or not event.item_ids:
+        raise ValueError(
+            f"Event.item_ids of user {event.user_id!r} must be a non-empty tuple of strings, "
+            f"got {event.item_ids!r}"
+        )
+    bad = [item for item in event.item_ids if not isinstance(item, str) or not item]
+    if bad:
+        raise ValueError(
+            f"Event.item_ids of user {event.user_id!r} must be non-empty strings; bad: {bad!r}"
+        )
+    timestamp = event.timestamp
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
+        raise ValueError(f"Event.timestamp must be a number, got {timestamp!r}")
+    if not math.isfinite(timestamp):
+        raise ValueError(f"Event.timestamp must be finite, got {timestamp!r}")
+    return event
+
+
+def vector_to_bytes(vector: np.ndarray) -> bytes:
+    """Little-endian float32 bytes of a 1-D, non-empty, finite real vector."""
+    array = np.asarray(vector)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"a user vector must be 1-D and non-empty, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"a user vector must have a floating dtype, got {array.dtype}")
+    out = array.astype("<f4")
+    if not np.isfinite(out).all():
+        raise ValueError("a user vector must be finite as float32 (found NaN or inf)")
+    return out.tobytes()
+
+
+def vector_from_bytes(blob: bytes) -> np.ndarray:
+    """The writable native float32 vector stored as :func:`vector_to_bytes` wrote it."""
+    if len(blob) == 0 or len(blob) % 4:
+        raise StoreError(f"stored user vector is corrupt: {len(blob)} bytes, not a float32 array")
+    return np.frombuffer(blob, dtype="<f4").astype(np.float32)

@@ -1,0 +1,150 @@
+"""The shared store: Redis, so that every replica serves the same interactions and vectors.
+
+Keys, all under ``<prefix>:``:
+
+- ``<prefix>:seen:<user_id>``: a set of the item ids the user interacted with;
+- ``<prefix>:events``: a stream, the append-only log of every event (fields ``user``,
+  ``items`` as a JSON list, ``ts``), kept with its timestamp;
+- ``<prefix>:vec:<model_version>``: a hash, field ``<user_id>`` -> little-endian float32 bytes.
+
+:meth:`RedisStore.append` queues every event on one ``MULTI``/``EXEC`` pipeline: a bad event
+discards the whole batch before anything is sent, and Redis applies the ``EXEC`` as one unit.
+A connection lost after ``EXEC`` was applied is retried, which may log that batch twice in the
+stream (the seen sets are unaffected). How long an acknowledged write survives a crash of
+Redis itself is the server's persistence setting (``appendonly yes``, ``appendfsync``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from service.store.base import Event, StoreError, check_event, vector_from_bytes, vector_to_bytes
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 2.0
+SOCKET_TIMEOUT_S = 5.0
+RETRIES = 2
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***``, fit for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class RedisStore:
+    """:class:`~service.store.base.Store` backed by Redis at ``url``, keys under ``prefix:``."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        if not prefix or any(ch.isspace() for ch in prefix):
+            raise ValueError(f"Redis key prefix must be non-empty without spaces, got {prefix!r}")
+        self._url = redact(url)
+        self._prefix = prefix
+        self._closed = False
+        try:
+            self._client = redis.Redis.from_url(
+                url,
+                socket_connect_timeout=CONNECT_TIMEOUT_S,
+                socket_timeout=SOCKET_TIMEOUT_S,
+                retry=Retry(ExponentialBackoff(), RETRIES),
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f"REDIS_URL {self._url!r} is not a Redis URL ({exc}); "
+                "expected redis://host:port/db, rediss://... or unix://..."
+            ) from exc
+        logger.info("Redis store at %s, keys under %s:", self._url, prefix)
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    def append(self, events: Sequence[Event]) -> None:
+        """Queue every event on one transaction, then apply it; a bad event sends nothing."""
+        with self._errors("append"), self._live().pipeline(transaction=True) as pipe:
+            for event in events:
+                self._write_event(pipe, check_event(event))
+            if len(pipe):
+                pipe.execute()
+
+    def seen(self, user_id: str) -> set[str]:
+        with self._errors("read seen items"):
+            members = cast(set[bytes], self._live().smembers(self._seen_key(user_id)))
+        return {member.decode() for member in members}
+
+    def get_vector(self, user_id: str, model_version: str) -> np.ndarray | None:
+        with self._errors("read a user vector"):
+            blob = cast(bytes | None, self._live().hget(self._vec_key(model_version), user_id))
+        return None if blob is None else vector_from_bytes(blob)
+
+    def put_vector(self, user_id: str, model_version: str, vector: np.ndarray) -> None:
+        if not model_version:
+            raise ValueError("model_version must be a non-empty string")
+        blob = vector_to_bytes(vector)
+        with self._errors("write a user vector"):
+            self._live().hset(self._vec_key(model_version), user_id, blob)
+
+    def ping(self) -> bool:
+        if self._closed:
+            return False
+        try:
+            return bool(self._client.ping())
+        except (redis.RedisError, OSError) as exc:
+            logger.warning("Redis at %s does not answer: %s", self._url, exc)
+            return False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._client.close()
+
+    def _write_event(self, pipe: redis.client.Pipeline, event: Event) -> None:
+        pipe.sadd(self._seen_key(event.user_id), *event.item_ids)
+        fields: dict[Any, Any] = {
+            "user": event.user_id,
+            "items": json.dumps(list(event.item_ids)),
+            "ts": repr(float(event.timestamp)),
+        }
+        pipe.xadd(self._events_key, fields)
+
+    @property
+    def _events_key(self) -> str:
+        return f"{self._prefix}:events"
+
+    def _seen_key(self, user_id: str) -> str:
+        return f"{self._prefix}:seen:{user_id}"
+
+    def _vec_key(self, model_version: str) -> str:
+        return f"{self._prefix}:vec:{model_version}"
+
+    def _live(self) -> redis.Redis:
+        if self._closed:
+            raise StoreError(f"Redis store at {self._url} ({self._prefix}:) is closed")
+        return self._client
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreError(
+                f"Redis at {self._url} is unreachable: cannot {action}: {exc}"
+            ) from exc
+        except redis.RedisError as exc:
+            raise StoreError(f"Redis at {self._url} refused to {action}: {exc}") from exc

@@ -1,0 +1,209 @@
+"""The embedded store: one SQLite file in WAL mode, durable on every acknowledged append.
+
+Design:
+
+- ``journal_mode=WAL`` (readers never block the writer, several processes may open the file)
+  and ``synchronous=FULL`` (the WAL is fsynced at every commit, so an append that returned
+  survives a ``kill -9`` of the process and a power loss of the machine).
+- One ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction per :meth:`SQLiteStore.append`: every
+  event of a batch is written, or none is.
+- ``interactions`` is an append-only log: one row per (user, item, timestamp); repeated
+  interactions are kept with their own timestamps and :meth:`SQLiteStore.seen` returns the
+  distinct set.
+- ``vectors`` holds one float32 blob per (user, model_version).
+- The schema version is ``PRAGMA user_version``; a file written by a newer schema is refused.
+- Thread safety: one connection per thread (sync FastAPI endpoints run in a thread pool),
+  so reads proceed while another thread waits on the fsync of an append; SQLite serialises
+  the writers (``busy_timeout``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from service.store.base import Event, StoreError, check_event, vector_from_bytes, vector_to_bytes
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 30.0
+
+_SCHEMA_V1 = (
+    """CREATE TABLE interactions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        ts REAL NOT NULL
+    )""",
+    "CREATE INDEX interactions_user_item ON interactions (user_id, item_id)",
+    """CREATE TABLE vectors (
+        user_id TEXT NOT NULL,
+        model_version TEXT NOT NULL,
+        dim INTEGER NOT NULL,
+        vec BLOB NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (user_id, model_version)
+    )""",
+)
+
+
+class SQLiteStore:
+    """:class:`~service.store.base.Store` backed by one SQLite file (created with its parents)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._path = Path(path)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._closed = False
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the directory of SQLite store {self._path}: {exc}"
+            ) from exc
+        with self._errors("open"):
+            self._migrate(self._connection())
+        logger.info("SQLite store open at %s (schema v%d)", self._path, SCHEMA_VERSION)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def append(self, events: Sequence[Event]) -> None:
+        """Write every event in one transaction; a bad event rolls the whole batch back."""
+        with self._errors("append"), self._transaction() as conn:
+            for event in events:
+                self._write_event(conn, check_event(event))
+
+    def seen(self, user_id: str) -> set[str]:
+        with self._errors("read seen items"):
+            rows = self._connection().execute(
+                "SELECT DISTINCT item_id FROM interactions WHERE user_id = ?", (user_id,)
+            )
+            return {item_id for (item_id,) in rows}
+
+    def get_vector(self, user_id: str, model_version: str) -> np.ndarray | None:
+        with self._errors("read a user vector"):
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT dim, vec FROM vectors WHERE user_id = ? AND model_version = ?",
+                    (user_id, model_version),
+                )
+                .fetchone()
+            )
+        if row is None:
+            return None
+        dim, blob = row
+        vector = vector_from_bytes(blob)
+        if vector.shape != (dim,):
+            raise StoreError(
+                f"stored vector of user {user_id!r} ({model_version}) has {vector.size} values, "
+                f"expected dim={dim}"
+            )
+        return vector
+
+    def put_vector(self, user_id: str, model_version: str, vector: np.ndarray) -> None:
+        if not model_version:
+            raise ValueError("model_version must be a non-empty string")
+        blob = vector_to_bytes(vector)
+        with self._errors("write a user vector"):
+            self._connection().execute(
+                """INSERT INTO vectors (user_id, model_version, dim, vec, updated_at)
+                   VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (user_id, model_version)
+                   DO UPDATE SET dim = excluded.dim, vec = excluded.vec,
+                                 updated_at = excluded.updated_at""",
+                (user_id, model_version, len(blob) // 4, blob, time.time()),
+            )
+
+    def ping(self) -> bool:
+        if self._closed:
+            return False
+        try:
+            self._connection().execute("SELECT 1").fetchone()
+        except (sqlite3.Error, StoreError):
+            logger.warning("SQLite store %s does not answer", self._path, exc_info=True)
+            return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+
+    def _write_event(self, conn: sqlite3.Connection, event: Event) -> None:
+        conn.executemany(
+            "INSERT INTO interactions (user_id, item_id, ts) VALUES (?, ?, ?)",
+            [(event.user_id, item_id, float(event.timestamp)) for item_id in event.item_ids],
+        )
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError(f"SQLite store {self._path} is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self._path,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                conn.close()
+                raise StoreError(
+                    f"SQLite store {self._path} cannot use WAL journaling (got {mode!r}); "
+                    "put it on a local file system"
+                )
+            conn.execute("PRAGMA synchronous = FULL")
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                    raise StoreError(f"SQLite store {self._path} is closed")
+                self._connections.append(conn)
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        with self._transaction():
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"SQLite store {self._path} has schema v{version}, newer than this "
+                    f"service's v{SCHEMA_VERSION}; upgrade the service or use another file"
+                )
+            if version == 0:
+                for statement in _SCHEMA_V1:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self._path}: cannot {action}: {exc}") from exc
