@@ -1,12 +1,168 @@
-"""Training sub-commands (run, teacher, student, evaluate, ablate); filled in by the pipeline."""
+"""Training sub-commands: ``run``, ``teacher``, ``student``, ``evaluate``, ``ablate``.
+
+Each handler takes the parsed arguments and returns the process exit code. Results go to
+the log (stderr) and to files; a short human summary is written to stdout.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
+
+METRICS_SHOWN = ("recall@20", "ndcg@20", "recall@50", "ndcg@50")
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, help="TOML config file (see configs/)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable), e.g. --set stage2.lr=0.005",
+    )
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), help="shorthand for --set run.device=..."
+    )
+
+
+def _load(args: argparse.Namespace) -> Any:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from training.config import load_config
+
+    overrides = list(args.overrides)
+    if args.device:
+        overrides.append(f"run.device={json.dumps(args.device)}")
+    return load_config(args.config, overrides)
+
+
+def _line(stage: str, split: str, metrics: dict[str, float]) -> str:
+    shown = "  ".join(f"{key}={metrics[key]:.4f}" for key in METRICS_SHOWN if key in metrics)
+    return f"{stage:<8} {split:<5} {shown}"
+
+
+def _report(summary: dict[str, Any]) -> None:
+    lines = [f"dataset {summary['dataset']} on {summary['device']}; {summary['ndcg']}"]
+    lines += [summary["protocol"]["valid"], summary["protocol"]["test"], summary["selection"]]
+    for stage in ("teacher", "student"):
+        if stage in summary:
+            part = summary[stage]
+            lines.append(
+                f"{stage}: best epoch {part['best_epoch']} of {part['epochs_run']} "
+                f"({part['seconds']}s)"
+            )
+            lines += [_line(stage, "valid", part["valid"]), _line(stage, "test", part["test"])]
+    if "bundle" in summary:
+        lines.append(f"bundle: {summary['bundle']}")
+    lines.append(f"total {summary['seconds']}s")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _pipeline(args: argparse.Namespace, **options: Any) -> int:
+    from training.pipeline import run_pipeline
+
+    result = run_pipeline(_load(args), **options)
+    _report(result.summary)
+    sys.stdout.write(f"run folder: {result.run_dir}\n")
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    return _pipeline(args)
+
+
+def teacher_command(args: argparse.Namespace) -> int:
+    return _pipeline(args, student=False, export=False)
+
+
+def student_command(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    config = _load(args)
+    stage1 = dataclasses.replace(config.stage1, enabled=False)
+    from training.pipeline import run_pipeline
+
+    result = run_pipeline(
+        dataclasses.replace(config, stage1=stage1),
+        export=not args.no_export,
+        teacher_from=args.teacher,
+    )
+    _report(result.summary)
+    sys.stdout.write(f"run folder: {result.run_dir}\n")
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from bundle import BundleError, read_bundle
+    from training.config import REPO_ROOT, from_dict, resolve_path
+    from training.data import load_dataset
+    from training.export import evaluate_bundle
+    from training.pipeline import NDCG_LABEL
+
+    try:
+        saved = from_dict(read_bundle(args.bundle).config)
+    except BundleError as exc:
+        raise ValueError(f"cannot evaluate {args.bundle}: {exc}") from exc
+    data_path = args.data or Path(resolve_path(saved.data.path, REPO_ROOT, shared_env=True))
+    dataset = load_dataset(data_path, saved.data.format)
+    bundle, metrics = evaluate_bundle(args.bundle, dataset, saved.eval)
+    sys.stdout.write(
+        f"bundle {bundle.model_version} on {dataset.name}; {NDCG_LABEL[saved.eval.ndcg]}\n"
+        "valid: train items masked; test: train and validation items masked\n"
+    )
+    for split, values in metrics.items():
+        sys.stdout.write(_line("student", split, values) + "\n")
+    return 0
+
+
+def ablate_command(args: argparse.Namespace) -> int:
+    from training.ablate import run_ablation, write_table
+
+    config = _load(args)
+    table = run_ablation(config, seeds=args.seeds, variants=args.variants)
+    write_table(table, args.out)
+    sys.stdout.write(table)
+    return 0
 
 
 def register(sub: Any) -> None:
     """Add the training sub-commands to ``sub`` (an argparse sub-parsers action)."""
-    del sub
-    _ = argparse
+    run = sub.add_parser("run", help="teacher -> student -> export")
+    _add_config_args(run)
+    run.set_defaults(handler=run_command)
+
+    teacher = sub.add_parser("teacher", help="stage 1 only: train teacher + prompt")
+    _add_config_args(teacher)
+    teacher.set_defaults(handler=teacher_command)
+
+    student = sub.add_parser("student", help="stage 2 only: train (and export) the student")
+    _add_config_args(student)
+    student.add_argument(
+        "--teacher", type=Path, help="run folder or teacher.pt of a stage-1 run (omit: no KD)"
+    )
+    student.add_argument("--no-export", action="store_true", help="do not write a bundle")
+    student.set_defaults(handler=student_command)
+
+    evaluate = sub.add_parser("evaluate", help="metrics of an exported bundle")
+    evaluate.add_argument("bundle", type=Path, help="bundle directory or models/<dataset> root")
+    evaluate.add_argument(
+        "--data", type=Path, help="dataset folder (default: the bundle config's data.path)"
+    )
+    evaluate.set_defaults(handler=evaluate_command)
+
+    ablate = sub.add_parser("ablate", help="ablations and baselines over seeds -> Markdown")
+    _add_config_args(ablate)
+    ablate.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
+    ablate.add_argument("--out", type=Path, required=True, help="Markdown table to write")
+    ablate.add_argument(
+        "--variants", nargs="+", help="subset of variants to run (default: all)", default=None
+    )
+    ablate.set_defaults(handler=ablate_command)

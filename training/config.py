@@ -263,7 +263,9 @@ def apply_overrides(config: Config, overrides: Sequence[str], cwd: Path | None =
     for text in overrides:
         section, key, value = parse_override(text)
         if section not in raw:
-            raise ValueError(f"override {text!r}: unknown section {section!r}; known: {sorted(raw)}")
+            raise ValueError(
+                f"override {text!r}: unknown section {section!r}; known: {sorted(raw)}"
+            )
         raw[section][key] = value
         touched.add((section, key))
     updated = from_dict(raw)

@@ -1,0 +1,123 @@
+"""Ablations and baselines (method.md section 7) over seeds, as a Markdown table.
+
+Every variant is a set of config overrides on the experiment's config. Within one seed the
+teacher depends only on the data, teacher, prompt and stage-1 settings, so variants that
+share those reuse one trained teacher (a copy: stage 2 tunes the prompt); the student stage
+always restarts from the same seed (see :mod:`training.pipeline`), so the comparison is
+the same as training each variant from scratch. The "Teacher" row is the teacher of the
+full PromptMM variant, evaluated on its own scores.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from training.config import Config, apply_overrides, to_dict
+from training.context import TEST_PROTOCOL, build_context
+from training.pipeline import NDCG_LABEL, load_data, student_stage, teacher_stage
+from training.stage1 import TeacherBundle
+
+logger = logging.getLogger(__name__)
+
+NO_KD = ("kd.pair_weight=0", "kd.list_weight=0", "kd.emb_weight=0")
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "PromptMM": (),
+    "w/o-Prompt": ("prompt.rate=0",),
+    "w/o-PairKD": ("kd.pair_weight=0",),
+    "w/o-ListKD": ("kd.list_weight=0",),
+    "w/o-disentangle": ("kd.disentangle=false",),
+    "LightGCN alone": ("stage1.enabled=false", *NO_KD),
+    "MF-BPR": ("stage1.enabled=false", "student.n_layers=0", *NO_KD),
+}
+TEACHER_ROW = "Teacher"
+COLUMNS = ("recall@20", "ndcg@20", "recall@50", "ndcg@50")
+TEACHER_SECTIONS = ("data", "teacher", "prompt", "stage1", "run")
+
+
+def _teacher_key(config: Config) -> str:
+    resolved = to_dict(config)
+    return json.dumps({name: resolved[name] for name in TEACHER_SECTIONS}, sort_keys=True)
+
+
+def _check_variants(names: Sequence[str]) -> list[str]:
+    known = [*VARIANTS, TEACHER_ROW]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown ablation variant(s) {unknown}; known: {known}")
+    return list(names)
+
+
+def run_ablation(config: Config, seeds: int = 3, variants: Sequence[str] | None = None) -> str:
+    """Run the variants for seeds ``run.seed .. run.seed + seeds - 1``; return the table.
+
+    The per-seed test metrics are also logged; the table gives mean ± std (sample std).
+    """
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    names = _check_variants(variants or [*VARIANTS, TEACHER_ROW])
+    dataset = load_data(config)
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    seconds: dict[str, float] = dict.fromkeys(names, 0.0)
+    for seed in range(config.run.seed, config.run.seed + seeds):
+        base = dataclasses.replace(config, run=dataclasses.replace(config.run, seed=seed))
+        teachers: dict[str, tuple[TeacherBundle, dict[str, Any]]] = {}
+        for name in names:
+            variant = VARIANTS.get(name, ())
+            cfg = apply_overrides(base, variant)
+            started = time.perf_counter()
+            ctx = build_context(dataset, cfg)
+            teacher = None
+            if cfg.stage1.enabled:
+                key = _teacher_key(cfg)
+                if key not in teachers:
+                    teachers[key] = teacher_stage(ctx, cfg, None)
+                teacher = copy.deepcopy(teachers[key][0])
+                if name == TEACHER_ROW:
+                    results[name].append(teachers[key][1]["test"])
+            if name != TEACHER_ROW:
+                _, summary = student_stage(ctx, cfg, teacher, None)
+                results[name].append(summary["test"])
+            seconds[name] += time.perf_counter() - started
+            logger.info("seed %d %s: test %s", seed, name, results[name][-1])
+    header = (
+        f"{dataset.name}, {seeds} seed(s) from {config.run.seed}; "
+        f"{NDCG_LABEL[config.eval.ndcg]}; {TEST_PROTOCOL}; "
+        f"model selection on validation {config.eval.select_metric}"
+    )
+    return format_table(header, results, seconds)
+
+
+def _cell(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.4f} ± {std:.4f}"
+
+
+def format_table(
+    header: str, results: dict[str, list[dict[str, float]]], seconds: dict[str, float]
+) -> str:
+    """A Markdown table of mean ± std per variant and metric (test split)."""
+    lines = [
+        f"Test metrics, mean ± std over seeds. {header}.",
+        "",
+        "| variant | " + " | ".join(COLUMNS) + " | seconds/seed |",
+        "|---|" + "---|" * (len(COLUMNS) + 1),
+    ]
+    for name, runs in results.items():
+        cells = [_cell([run[column] for run in runs]) for column in COLUMNS]
+        per_seed = seconds[name] / max(1, len(runs))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {per_seed:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(table: str, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table, encoding="utf-8")

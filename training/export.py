@@ -1,0 +1,88 @@
+"""Export of the student (only its final embeddings) as a bundle, and evaluation of a bundle.
+
+The bundle format is ``bundle/format.py`` (see ``models/README.md``): nothing of the
+teacher, the prompt module or torch leaves training.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bundle import Bundle, new_version, read_bundle, write_bundle
+from training.config import EvalConfig
+from training.data import Dataset
+from training.evaluate import evaluate
+
+logger = logging.getLogger(__name__)
+
+
+def export_student(
+    dataset: Dataset,
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    models_dir: Path,
+) -> Path:
+    """Write the student's embeddings to ``<models_dir>/<dataset>/<version>/``, update LATEST."""
+    train = dataset.train.tocsr()
+    bundle = Bundle(
+        user_embeddings=user_emb.detach().cpu().numpy().astype(np.float32),
+        item_embeddings=item_emb.detach().cpu().numpy().astype(np.float32),
+        train_indptr=train.indptr.astype(np.int64),
+        train_indices=train.indices.astype(np.int32),
+        user_ids=list(dataset.user_ids),
+        item_ids=list(dataset.item_ids),
+        model_version=new_version(dataset.name),
+        dataset=dataset.name,
+        data_fingerprint=dataset.fingerprint,
+        config=config,
+        metrics=metrics,
+    )
+    target = write_bundle(bundle, models_dir / dataset.name)
+    logger.info("exported the student to %s", target)
+    return target
+
+
+def check_matches(bundle: Bundle, dataset: Dataset) -> None:
+    """Raise ValueError unless ``bundle`` was trained on exactly ``dataset``."""
+    if bundle.data_fingerprint != dataset.fingerprint:
+        raise ValueError(
+            f"bundle {bundle.model_version} was trained on data {bundle.data_fingerprint}, "
+            f"but {dataset.name!r} has fingerprint {dataset.fingerprint}; "
+            "evaluate it on the dataset it was exported from"
+        )
+    if bundle.user_ids != list(dataset.user_ids) or bundle.item_ids != list(dataset.item_ids):
+        raise ValueError(
+            f"bundle {bundle.model_version}: its user/item ids differ from {dataset.name!r}'s"
+        )
+
+
+def evaluate_bundle(
+    path: Path, dataset: Dataset, eval_config: EvalConfig
+) -> tuple[Bundle, dict[str, dict[str, float]]]:
+    """Read the bundle at ``path`` (validated) and compute its validation and test metrics.
+
+    Validation masks training items; test masks training and validation items.
+    """
+    bundle = read_bundle(path)
+    check_matches(bundle, dataset)
+    users = torch.from_numpy(bundle.user_embeddings)
+    items = torch.from_numpy(bundle.item_embeddings)
+    options: dict[str, Any] = {
+        "ks": eval_config.ks,
+        "ndcg": eval_config.ndcg,
+        "chunk_size": eval_config.chunk_size,
+    }
+    metrics = {
+        "valid": evaluate(users, items, dataset.valid, exclude=[dataset.train], **options),
+        "test": evaluate(
+            users, items, dataset.test, exclude=[dataset.train, dataset.valid], **options
+        ),
+    }
+    return bundle, metrics

@@ -1,0 +1,171 @@
+"""The whole run: teacher (stage 1) -> student (stage 2) -> export, with a run folder.
+
+Stage 2 starts from a fresh seed (``run.seed`` + 1 for the sampler, the student's
+initialisation and dropout), so a student trained after a cached or loaded teacher sees
+exactly the same batches as one trained after stage 1 in the same process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.config import Config, from_dict, to_dict
+from training.context import (
+    TEST_PROTOCOL,
+    VALID_PROTOCOL,
+    TrainingContext,
+    build_context,
+    seed_everything,
+)
+from training.data import Dataset, load_dataset
+from training.export import export_student
+from training.runs import STUDENT_CKPT, TEACHER_CKPT, RunDir
+from training.stage1 import TeacherBundle, build_teacher, train_teacher, validate_teacher
+from training.stage2 import StudentResult, train_student
+
+logger = logging.getLogger(__name__)
+
+NDCG_LABEL = {
+    "standard": "standard NDCG (IDCG over min(K, |test items|))",
+    "lineage": "lineage NDCG (IDCG from the retrieved hits, as in the LATTICE/MMSSL/PromptMM code)",
+}
+
+
+@dataclass
+class PipelineResult:
+    """What a run produced: metrics per stage, timings, the run folder and the bundle."""
+
+    run_dir: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+    teacher: TeacherBundle | None = None
+    student: StudentResult | None = None
+    bundle_dir: Path | None = None
+
+
+def load_data(config: Config) -> Dataset:
+    return load_dataset(Path(config.data.path), config.data.format)
+
+
+def save_teacher(bundle: TeacherBundle, config: Config, path: Path) -> None:
+    """Save the (best) teacher + prompt state with the config that built them."""
+    torch.save({**bundle.state(), "config": to_dict(config)}, path)
+
+
+def load_teacher(path: Path, ctx: TrainingContext) -> TeacherBundle:
+    """Rebuild a teacher + prompt from ``teacher.pt`` (or the run folder holding it)."""
+    ckpt = path / TEACHER_CKPT if path.is_dir() else path
+    if not ckpt.is_file():
+        raise ValueError(f"{path}: no teacher checkpoint (expected a run folder or {TEACHER_CKPT})")
+    state = torch.load(ckpt, map_location=ctx.device, weights_only=True)
+    saved = from_dict(state["config"])
+    bundle = build_teacher(ctx, saved)
+    bundle.load(state)
+    bundle.train(False)
+    logger.info("loaded the teacher from %s", ckpt)
+    return bundle
+
+
+def reseed_for_student(ctx: TrainingContext, config: Config) -> None:
+    seed_everything(config.run.seed + 1)
+    ctx.generator.manual_seed(config.run.seed + 1)
+
+
+def teacher_stage(
+    ctx: TrainingContext, config: Config, run: RunDir | None
+) -> tuple[TeacherBundle, dict[str, Any]]:
+    """Stage 1 with its summary (best epoch, validation and test metrics of the teacher)."""
+    teacher, fit = train_teacher(ctx, config, run)
+    summary = {
+        "best_epoch": fit.best_epoch,
+        "epochs_run": fit.epochs_run,
+        "seconds": round(fit.seconds, 1),
+        "valid": fit.best_valid,
+        "test": validate_teacher(teacher, ctx, test=True),
+    }
+    if run is not None:
+        save_teacher(teacher, config, run.path / TEACHER_CKPT)
+    return teacher, summary
+
+
+def student_stage(
+    ctx: TrainingContext, config: Config, teacher: TeacherBundle | None, run: RunDir | None
+) -> tuple[StudentResult, dict[str, Any]]:
+    """Stage 2 (from a fresh seed) with its summary."""
+    reseed_for_student(ctx, config)
+    result = train_student(ctx, config, teacher, run)
+    summary = {
+        "best_epoch": result.fit.best_epoch,
+        "epochs_run": result.fit.epochs_run,
+        "seconds": round(result.fit.seconds, 1),
+        "valid": result.valid,
+        "test": result.test,
+    }
+    if run is not None:
+        torch.save({**result.fit.best_state, "config": to_dict(config)}, run.path / STUDENT_CKPT)
+    return result, summary
+
+
+def _needs_teacher(config: Config) -> bool:
+    kd = config.kd
+    return kd.pair_weight > 0 or kd.list_weight > 0 or kd.emb_weight > 0
+
+
+def run_pipeline(
+    config: Config,
+    *,
+    student: bool = True,
+    export: bool = True,
+    teacher_from: Path | None = None,
+    dataset: Dataset | None = None,
+) -> PipelineResult:
+    """Train the teacher (unless disabled or loaded), then the student, then export it."""
+    started = time.perf_counter()
+    dataset = dataset or load_data(config)
+    ctx = build_context(dataset, config)
+    run = RunDir.create(Path(config.run.runs_dir), dataset.name)
+    resolved = to_dict(config)
+    run.save_config(resolved)
+    result = PipelineResult(run_dir=run.path)
+    summary: dict[str, Any] = {
+        "dataset": dataset.name,
+        "data_fingerprint": dataset.fingerprint,
+        "device": str(ctx.device),
+        "protocol": {"valid": VALID_PROTOCOL, "test": TEST_PROTOCOL},
+        "ndcg": NDCG_LABEL[config.eval.ndcg],
+        "selection": f"best validation {config.eval.select_metric}; test reported at that epoch",
+    }
+    if teacher_from is not None:
+        result.teacher = load_teacher(teacher_from, ctx)
+    elif config.stage1.enabled:
+        result.teacher, summary["teacher"] = teacher_stage(ctx, config, run)
+    if student and config.stage2.enabled:
+        if result.teacher is None and _needs_teacher(config):
+            raise ValueError(
+                "the student's KD weights are not all 0 but there is no teacher: enable stage1, "
+                "pass --teacher RUN_DIR, or set kd.pair_weight/list_weight/emb_weight = 0"
+            )
+        result.student, summary["student"] = student_stage(ctx, config, result.teacher, run)
+        if export:
+            metrics = {key: summary["student"][key] for key in ("valid", "test", "best_epoch")}
+            metrics["protocol"] = summary["protocol"]
+            metrics["ndcg"] = summary["ndcg"]
+            result.bundle_dir = export_student(
+                dataset,
+                result.student.user_emb,
+                result.student.item_emb,
+                resolved,
+                metrics,
+                Path(config.run.models_dir),
+            )
+            summary["bundle"] = str(result.bundle_dir)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    run.save_summary(summary)
+    run.plot(config.eval.select_metric)
+    result.summary = summary
+    return result

@@ -1,0 +1,166 @@
+"""Stage 1: the multi-modal teacher and the soft prompt, trained jointly (method.md 2-3).
+
+Loss per batch of (u, i+, i-) triples: BPR on the teacher's scores E^T, plus
+``teacher.l2_weight`` x L2 of the batch rows of the ID ego tables, plus (optional)
+``teacher.modal_bpr_weight`` x the BPR of each modality's (F_u^m, F_i^m). AdamW over teacher
+and prompt; early stopping on validation ``eval.select_metric``; the best teacher + prompt
+state is kept in memory and returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+
+from training.config import Config
+from training.context import TrainingContext
+from training.loop import FitResult, State, check_finite, copy_state, fit
+from training.losses import bpr_loss, l2_reg
+from training.models import PromptModule, Teacher, TeacherOutput, pca_tokens
+from training.runs import RunDir
+
+logger = logging.getLogger(__name__)
+
+STAGE = "teacher"
+
+
+@dataclass
+class TeacherBundle:
+    """The teacher and its prompt module (None when ``prompt.rate`` is 0)."""
+
+    teacher: Teacher
+    prompt: PromptModule | None
+
+    def forward(
+        self, ctx: TrainingContext, ids: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> TeacherOutput:
+        """The teacher's output with the current prompts (``ids``: precomputed ID part)."""
+        prompts = self.prompt() if self.prompt is not None else None
+        return self.teacher(ctx.adj, ctx.features, prompts, ids=ids)
+
+    def state(self) -> State:
+        state = {"teacher": copy_state(self.teacher)}
+        if self.prompt is not None:
+            state["prompt"] = copy_state(self.prompt)
+        return state
+
+    def load(self, state: State) -> None:
+        self.teacher.load_state_dict(state["teacher"])
+        if self.prompt is not None:
+            self.prompt.load_state_dict(state["prompt"])
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        params = list(self.teacher.parameters())
+        if self.prompt is not None:
+            params += list(self.prompt.parameters())
+        return params
+
+    def train(self, mode: bool = True) -> None:
+        self.teacher.train(mode)
+        if self.prompt is not None:
+            self.prompt.train(mode)
+
+
+def build_teacher(ctx: TrainingContext, config: Config) -> TeacherBundle:
+    """A fresh teacher (and prompt module, unless ``prompt.rate`` is 0) on ``ctx.device``."""
+    if not ctx.features:
+        raise ValueError(
+            f"dataset {ctx.dataset.name!r} has no item features: the teacher needs at least "
+            "one modality; set stage1.enabled = false (student only, LightGCN alone)"
+        )
+    dims = {name: int(tensor.shape[1]) for name, tensor in ctx.features.items()}
+    cfg = config.teacher
+    teacher = Teacher(
+        ctx.dataset.n_users,
+        ctx.dataset.n_items,
+        cfg.dim,
+        cfg.n_layers,
+        dims,
+        cfg.dropout,
+        cfg.alpha,
+        cfg.feat_hops,
+    ).to(ctx.device)
+    prompt = None
+    if config.prompt.rate > 0:
+        tokens = pca_tokens(ctx.prepared_features, cfg.dim).to(ctx.device)
+        prompt = PromptModule(tokens, cfg.dim, dims, config.prompt.rate).to(ctx.device)
+    return TeacherBundle(teacher, prompt)
+
+
+def _teacher_loss(
+    teacher: Teacher,
+    out: TeacherOutput,
+    users: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    config: Config,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    user, item = out.user_emb, out.item_emb
+    u, p, n = user[users], item[pos], item[neg]
+    ego_users, ego_items = teacher.ego_parameters()
+    parts = {
+        "bpr": bpr_loss((u * p).sum(-1), (u * n).sum(-1)),
+        "l2": config.teacher.l2_weight * l2_reg(ego_users[users], ego_items[pos], ego_items[neg]),
+    }
+    if config.teacher.modal_bpr_weight > 0:
+        modal = sum(
+            bpr_loss(
+                (out.modal_users[m][users] * out.modal_items[m][pos]).sum(-1),
+                (out.modal_users[m][users] * out.modal_items[m][neg]).sum(-1),
+            )
+            for m in out.modal_items
+        )
+        parts["modal_bpr"] = config.teacher.modal_bpr_weight * modal
+    return sum(parts.values()), parts  # type: ignore[return-value]
+
+
+def validate_teacher(bundle: TeacherBundle, ctx: TrainingContext, test: bool = False) -> dict:
+    """Validation (or test) metrics of the teacher's own scores, in eval mode."""
+    bundle.train(False)
+    with torch.no_grad():
+        out = bundle.forward(ctx)
+    return (ctx.test if test else ctx.validate)(out.user_emb, out.item_emb)
+
+
+def train_teacher(
+    ctx: TrainingContext, config: Config, run: RunDir | None = None
+) -> tuple[TeacherBundle, FitResult]:
+    """Train teacher + prompt; return them loaded with the best validation checkpoint."""
+    bundle = build_teacher(ctx, config)
+    train = config.stage1
+    optimizer = torch.optim.AdamW(bundle.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    steps = max(1, math.ceil(ctx.dataset.train.nnz / train.batch_size))
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        bundle.train(True)
+        totals: dict[str, float] = {}
+        for _ in range(steps):
+            users, pos, neg = ctx.sampler.triples(train.batch_size, ctx.generator)
+            loss, parts = _teacher_loss(
+                bundle.teacher, bundle.forward(ctx), users, pos, neg, config
+            )
+            values = {name: float(part.detach()) for name, part in parts.items()}
+            check_finite(loss, values, f"{STAGE} epoch {epoch}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for name, value in {"loss": float(loss.detach()), **values}.items():
+                totals[name] = totals.get(name, 0.0) + value / steps
+        return totals
+
+    result = fit(
+        STAGE,
+        train_epoch,
+        lambda: validate_teacher(bundle, ctx),
+        bundle.state,
+        train,
+        config.eval.select_metric,
+        run,
+        config.run.progress,
+    )
+    bundle.load(result.best_state)
+    bundle.train(False)
+    return bundle, result

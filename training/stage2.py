@@ -1,0 +1,191 @@
+"""Stage 2: the LightGCN student distilled from the frozen teacher (method.md 4-5).
+
+Per batch of (u, i+, i-) triples, with one graph propagation of the student:
+L = BPR + l2 + kd.pair_weight PairKD + kd.list_weight ListKD + kd.emb_weight EmbKD (Eq. 12).
+The teacher's parameters are frozen and it runs in eval mode (``kd.teacher_eval_mode``).
+When the prompt module is tuned (``kd.tune_prompt`` and ``prompt.rate`` > 0) the KD targets
+are recomputed through the teacher each step so their gradients reach the prompt, and one
+AdamW updates student + prompt; the teacher's ID part (which no prompt changes) is still
+propagated only once. Otherwise the targets do not change during stage 2 and are computed
+once. With every KD weight 0 (or no teacher) this is LightGCN trained alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+
+from training.config import Config
+from training.context import TrainingContext
+from training.loop import FitResult, State, check_finite, copy_state, fit
+from training.losses import bpr_loss, l2_reg, list_kd_loss, pair_kd_loss, sce_loss
+from training.models import Student, TeacherOutput
+from training.runs import RunDir
+from training.stage1 import TeacherBundle
+
+logger = logging.getLogger(__name__)
+
+STAGE = "student"
+
+
+class KDTargets:
+    """The frozen teacher's outputs for distillation, cached when nothing can change them."""
+
+    def __init__(self, bundle: TeacherBundle, ctx: TrainingContext, config: Config) -> None:
+        self.bundle, self.ctx = bundle, ctx
+        for param in bundle.teacher.parameters():
+            param.requires_grad_(False)
+        bundle.teacher.train(not config.kd.teacher_eval_mode)
+        self.tune_prompt = bundle.prompt is not None and config.kd.tune_prompt
+        self._fixed: TeacherOutput | None = None
+        with torch.no_grad():
+            self._ids = bundle.teacher.propagate_ids(ctx.adj)
+            if not self.tune_prompt:
+                self._fixed = bundle.forward(ctx, self._ids)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters stage 2 trains besides the student's (the prompt, when tuned)."""
+        if self.tune_prompt and self.bundle.prompt is not None:
+            return list(self.bundle.prompt.parameters())
+        return []
+
+    def __call__(self) -> TeacherOutput:
+        if self._fixed is not None:
+            return self._fixed
+        return self.bundle.forward(self.ctx, self._ids)
+
+
+@dataclass(frozen=True)
+class StudentResult:
+    """The student at its best validation epoch, with validation and test metrics."""
+
+    student: Student
+    fit: FitResult
+    user_emb: torch.Tensor
+    item_emb: torch.Tensor
+    valid: dict[str, float]
+    test: dict[str, float]
+
+
+def _kd_active(config: Config) -> bool:
+    kd = config.kd
+    return kd.pair_weight > 0 or kd.list_weight > 0 or kd.emb_weight > 0
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).sum(-1)
+
+
+def _student_loss(
+    ctx: TrainingContext,
+    student: Student,
+    targets: KDTargets | None,
+    triples: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    config: Config,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    users, pos, neg = triples
+    kd = config.kd
+    user_emb, item_emb = student(ctx.adj)
+    u, p, n = user_emb[users], item_emb[pos], item_emb[neg]
+    delta_s = _dot(u, p) - _dot(u, n)
+    ego_users, ego_items = student.ego_parameters()
+    parts = {
+        "bpr": bpr_loss(_dot(u, p), _dot(u, n)),
+        "l2": config.student.l2_weight * l2_reg(ego_users[users], ego_items[pos], ego_items[neg]),
+    }
+    if targets is None:
+        return sum(parts.values()), parts  # type: ignore[return-value]
+    teacher = targets()
+    if kd.pair_weight > 0:
+        tu = teacher.user_emb[users]
+        delta_t = _dot(tu, teacher.item_emb[pos]) - _dot(tu, teacher.item_emb[neg])
+        parts["pair_kd"] = kd.pair_weight * pair_kd_loss(delta_t, delta_s, kd.tau)
+    if kd.list_weight > 0:
+        negatives = ctx.sampler.negatives(users, kd.list_size - 1, ctx.generator)
+        items = torch.cat([pos[:, None], negatives], dim=1)
+        student_logits = _dot(u[:, None, :], item_emb[items])
+        parts["list_kd"] = kd.list_weight * sum(
+            list_kd_loss(
+                _dot(teacher.modal_users[m][users][:, None, :], teacher.modal_items[m][items]),
+                student_logits,
+                kd.list_tau,
+                kd.disentangle,
+            )
+            for m in teacher.modal_items
+        )
+    if kd.emb_weight > 0:
+        student_all = torch.cat([user_emb, item_emb])
+        parts["emb_kd"] = kd.emb_weight * sum(
+            sce_loss(
+                student_all,
+                torch.cat([teacher.modal_users[m], teacher.modal_items[m]]),
+                kd.sce_gamma,
+            )
+            for m in teacher.modal_items
+        )
+    return sum(parts.values()), parts  # type: ignore[return-value]
+
+
+def train_student(
+    ctx: TrainingContext,
+    config: Config,
+    teacher: TeacherBundle | None,
+    run: RunDir | None = None,
+) -> StudentResult:
+    """Train the student (distilled from ``teacher`` when given and KD is on)."""
+    cfg, train = config.student, config.stage2
+    student = Student(ctx.dataset.n_users, ctx.dataset.n_items, cfg.dim, cfg.n_layers)
+    student = student.to(ctx.device)
+    targets = (
+        KDTargets(teacher, ctx, config) if teacher is not None and _kd_active(config) else None
+    )
+    params = list(student.parameters()) + (targets.parameters() if targets else [])
+    optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    steps = max(1, math.ceil(ctx.dataset.train.nnz / train.batch_size))
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        student.train()
+        totals: dict[str, float] = {}
+        for _ in range(steps):
+            triples = ctx.sampler.triples(train.batch_size, ctx.generator)
+            loss, parts = _student_loss(ctx, student, targets, triples, config)
+            values = {name: float(part.detach()) for name, part in parts.items()}
+            check_finite(loss, values, f"{STAGE} epoch {epoch}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for name, value in {"loss": float(loss.detach()), **values}.items():
+                totals[name] = totals.get(name, 0.0) + value / steps
+        return totals
+
+    def embeddings() -> tuple[torch.Tensor, torch.Tensor]:
+        student.eval()
+        with torch.no_grad():
+            return student(ctx.adj)
+
+    def snapshot() -> State:
+        state = {"student": copy_state(student)}
+        if targets is not None and targets.tune_prompt and teacher and teacher.prompt:
+            state["prompt"] = copy_state(teacher.prompt)
+        return state
+
+    result = fit(
+        STAGE,
+        train_epoch,
+        lambda: ctx.validate(*embeddings()),
+        snapshot,
+        train,
+        config.eval.select_metric,
+        run,
+        config.run.progress,
+    )
+    student.load_state_dict(result.best_state["student"])
+    if "prompt" in result.best_state and teacher is not None and teacher.prompt is not None:
+        teacher.prompt.load_state_dict(result.best_state["prompt"])
+    user_emb, item_emb = embeddings()
+    return StudentResult(
+        student, result, user_emb, item_emb, result.best_valid, ctx.test(user_emb, item_emb)
+    )
