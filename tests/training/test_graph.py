@@ -1,0 +1,130 @@
+"""The normalised LightGCN adjacency and the propagations built on it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from training.graph import (
+    item_feature_propagation,
+    item_side,
+    normalized_adjacency,
+    propagate,
+    user_side,
+)
+
+S2 = 1 / math.sqrt(2)  # 1 / sqrt(deg 2 * deg 1)
+
+
+def _toy() -> sp.csr_matrix:
+    # 3 users x 3 items. u0: i0, i1; u1: i1, i2; u2: nothing.
+    # Degrees: u0 2, u1 2, u2 0; i0 1, i1 2, i2 1.
+    return sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 1], [0, 0, 0]], dtype=np.float32))
+
+
+def test_adjacency_of_3x3_toy_graph_matches_hand_computed_entries() -> None:
+    # Nodes: u0 u1 u2 i0 i1 i2. Entry (u, i) = 1 / sqrt(deg(u) * deg(i)):
+    # (u0,i0) = 1/sqrt(2*1), (u0,i1) = 1/sqrt(2*2) = 0.5, (u1,i1) = 0.5, (u1,i2) = 1/sqrt(2).
+    expected = np.array(
+        [
+            [0, 0, 0, S2, 0.5, 0],
+            [0, 0, 0, 0, 0.5, S2],
+            [0, 0, 0, 0, 0, 0],
+            [S2, 0, 0, 0, 0, 0],
+            [0.5, 0.5, 0, 0, 0, 0],
+            [0, S2, 0, 0, 0, 0],
+        ]
+    )
+    adj = normalized_adjacency(_toy())
+    assert adj.layout == torch.sparse_csr
+    assert adj.dtype == torch.float32
+    np.testing.assert_allclose(adj.to_dense().numpy(), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_adjacency_of_3_node_graph() -> None:
+    # One user who interacted with both of 2 items: deg(u) = 2, deg(i) = 1 each.
+    adj = normalized_adjacency(sp.csr_matrix(np.array([[1.0, 1.0]], dtype=np.float32)))
+    expected = np.array([[0, S2, S2], [S2, 0, 0], [S2, 0, 0]])
+    np.testing.assert_allclose(adj.to_dense().numpy(), expected, rtol=1e-6)
+
+
+def test_adjacency_binarises_values_and_duplicates() -> None:
+    weighted = sp.coo_matrix(
+        (
+            np.array([5.0, 1.0, 1.0, 1.0, 2.0]),
+            (np.array([0, 0, 0, 1, 1]), np.array([0, 1, 1, 1, 2])),
+        ),
+        shape=(3, 3),
+    )
+    np.testing.assert_array_equal(
+        normalized_adjacency(weighted).to_dense().numpy(),
+        normalized_adjacency(_toy()).to_dense().numpy(),
+    )
+
+
+def test_adjacency_rejects_dense_input() -> None:
+    with pytest.raises(ValueError, match="scipy sparse"):
+        normalized_adjacency(np.eye(3))  # type: ignore[arg-type]
+
+
+def _random_graph(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:
+    r = sp.random(7, 5, density=0.4, format="csr", random_state=seed)
+    r.data[:] = 1.0
+    adj = normalized_adjacency(r)
+    return adj, adj.to_dense(), 7
+
+
+def test_propagate_is_layer_mean_and_its_gradient_matches_dense() -> None:
+    adj, dense, _ = _random_graph()
+    ego = torch.randn(12, 4, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    out = propagate(adj, ego, 2)
+    out.pow(2).sum().backward()
+    grad_sparse = ego.grad.clone()
+    ego.grad = None
+    reference = (ego + dense @ ego + dense @ (dense @ ego)) / 3
+    reference.pow(2).sum().backward()
+    torch.testing.assert_close(out, reference)
+    torch.testing.assert_close(grad_sparse, ego.grad)
+
+
+def test_propagate_zero_layers_is_identity() -> None:
+    adj, _, _ = _random_graph()
+    ego = torch.randn(12, 3)
+    assert propagate(adj, ego, 0) is ego
+    with pytest.raises(ValueError, match="n_layers"):
+        propagate(adj, ego, -1)
+
+
+def test_user_side_aggregates_items_by_hand() -> None:
+    adj = normalized_adjacency(_toy())
+    f = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]])
+    users = user_side(adj, f, 3)
+    # u0 = f0/sqrt(2) + f1/2; u1 = f1/2 + f2/sqrt(2); u2 = 0
+    expected = torch.tensor([[S2, 0.5], [2 * S2, 0.5 + 2 * S2], [0.0, 0.0]])
+    torch.testing.assert_close(users, expected)
+    items = item_side(adj, users, 3)
+    # i0 = u0/sqrt(2); i1 = (u0 + u1)/2; i2 = u1/sqrt(2)
+    torch.testing.assert_close(
+        items, torch.stack([expected[0] * S2, (expected[0] + expected[1]) / 2, expected[1] * S2])
+    )
+
+
+@pytest.mark.parametrize("hops", [1, 2])
+def test_item_feature_propagation_matches_dense_round_trips(hops: int) -> None:
+    adj, dense, n_users = _random_graph(3)
+    a_ui, a_iu = dense[:n_users, n_users:], dense[n_users:, :n_users]
+    f = torch.randn(5, 3, generator=torch.Generator().manual_seed(2))
+    users_total, items_total, item_layer = torch.zeros(n_users, 3), f.clone(), f
+    for _ in range(hops):
+        user_layer = a_ui @ item_layer
+        item_layer = a_iu @ user_layer
+        users_total, items_total = users_total + user_layer, items_total + item_layer
+    f_u, f_i = item_feature_propagation(adj, f, n_users, hops)
+    torch.testing.assert_close(f_u, users_total / hops)
+    torch.testing.assert_close(f_i, items_total / (hops + 1))
+    with pytest.raises(ValueError, match="n_hops"):
+        item_feature_propagation(adj, f, n_users, 0)
