@@ -44,8 +44,10 @@ def _as_csr(name: str, m: sp.spmatrix, shape: tuple[int, int]) -> sp.csr_matrix:
     if not sp.issparse(m) or tuple(m.shape) != shape:
         got = tuple(m.shape) if sp.issparse(m) else type(m).__name__
         raise ValueError(f"{name} must be a scipy sparse {shape} (users x items) matrix, got {got}")
-    csr = sp.csr_matrix(m)
+    csr = sp.csr_matrix(m, copy=True)
     csr.eliminate_zeros()
+    csr.sum_duplicates()
+    csr.sort_indices()
     return csr
 
 
@@ -75,18 +77,34 @@ def _masked_scores(
 
 def _ranked_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` of each row by (score desc, index asc): ``(values (n, k), indices (n, k))``."""
-    values, indices = torch.topk(scores, k, dim=1, sorted=True)
+    n_items = scores.shape[1]
+    values, indices = torch.topk(scores, min(k + 1, n_items), dim=1, sorted=True)
+    # equal scores straddle the k-th place iff the (k+1)-th value equals the k-th
+    straddle = values[:, k] == values[:, k - 1] if k < n_items else None
+    values, indices = values[:, :k], indices[:, :k]
     by_index, perm = torch.sort(indices, dim=1)
     values = values.gather(1, perm)
     order = torch.sort(values, dim=1, descending=True, stable=True).indices
     values, indices = values.gather(1, order), by_index.gather(1, order)
-    straddle = (scores >= values[:, -1:]).sum(dim=1) > k
-    if bool(straddle.any()):
+    if straddle is not None and bool(straddle.any()):
         rows = straddle.nonzero().reshape(-1)
         full = torch.sort(scores[rows], dim=1, descending=True, stable=True)
         values[rows] = full.values[:, :k]
         indices[rows] = full.indices[:, :k]
     return values, indices
+
+
+def _is_member(csr: sp.csr_matrix, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
+    """(n, k) bool: whether ``items[j, c]`` is a stored entry of row ``users[j]`` of ``csr``."""
+    rows, cols = _row_entries(csr, users)
+    n_items = csr.shape[1]
+    keys = torch.from_numpy(rows * n_items + cols).to(items.device)  # sorted: CSR order
+    if keys.numel() == 0:
+        return torch.zeros_like(items, dtype=torch.bool)
+    local = torch.arange(items.shape[0], device=items.device).reshape(-1, 1)
+    query = local * n_items + items
+    pos = torch.searchsorted(keys, query.reshape(-1)).clamp_(max=keys.numel() - 1)
+    return (keys[pos] == query.reshape(-1)).reshape(items.shape)
 
 
 def evaluate(
@@ -136,10 +154,7 @@ def evaluate(
             chunk = users[start : start + chunk_size]
             scores = _masked_scores(user_emb, item_emb, chunk, excl)
             values, indices = _ranked_topk(scores, k_max)
-            relevant = torch.zeros_like(scores, dtype=torch.bool)
-            rows, cols = _row_entries(target_csr, chunk)
-            relevant[torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)] = True
-            hits = relevant.gather(1, indices) & torch.isfinite(values)
+            hits = _is_member(target_csr, chunk, indices) & torch.isfinite(values)
             n_target = torch.from_numpy(n_target_all[chunk]).to(device)
             for name, per_user in ranking_metrics(hits, n_target, ks, ndcg).items():
                 totals[name] = totals.get(name, 0.0) + per_user.to(torch.float64).sum()
