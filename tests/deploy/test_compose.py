@@ -1,0 +1,164 @@
+"""Structure of docker-compose.yml, its auto-loaded override and the scale-out override,
+read as YAML (test_compose_cli.py runs the real `docker-compose config` when installed)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+
+from tests.deploy.dockerfile import read_stages
+from tests.deploy.files import (
+    COMPOSE,
+    COMPOSE_FILES,
+    COMPOSE_OVERRIDE,
+    COMPOSE_SCALE,
+    DOCKERFILE,
+    NGINX_CONF,
+    REPO_ROOT,
+    compose_environment,
+    interpolate,
+    load_yaml,
+)
+from training.config import SHARED_DATASETS_ENV, load_config
+
+# Compose v1.29 (Debian's docker-compose) rejects top-level keys it does not know, such as
+# `name`; `version` is obsolete in Compose v2. Extension fields (x-*) are fine in both.
+PORTABLE_TOP_LEVEL = {"services", "volumes", "networks", "configs", "secrets"}
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    return load_yaml(COMPOSE)["services"]
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """target -> (source, mode) of a service's short-syntax volumes, defaults applied."""
+    mounts = {}
+    for entry in service.get("volumes", []):
+        parts = interpolate(entry, {}).split(":")
+        mode = parts[2] if len(parts) > 2 else "rw"
+        mounts[parts[1]] = (parts[0], mode)
+    return mounts
+
+
+def _healthcheck_text(service: dict[str, Any]) -> str:
+    test = service["healthcheck"]["test"]
+    return " ".join(test) if isinstance(test, list) else str(test)
+
+
+def test_top_level_keys_work_in_compose_v1_and_v2() -> None:
+    for path in COMPOSE_FILES:
+        keys = {key for key in load_yaml(path) if not key.startswith("x-")}
+        assert keys <= PORTABLE_TOP_LEVEL, f"{path.name}: {keys - PORTABLE_TOP_LEVEL}"
+
+
+def test_redis_persists_an_append_only_file_on_a_volume(services: dict[str, Any]) -> None:
+    redis = services["redis"]
+    assert redis["image"].startswith("redis:7")
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    source, mode = _mounts(redis)["/data"]
+    assert source in load_yaml(COMPOSE)["volumes"] and mode == "rw"
+    assert "redis-cli ping" in _healthcheck_text(redis)
+
+
+def test_api_waits_for_a_healthy_redis_and_checks_its_own_readiness(
+    services: dict[str, Any],
+) -> None:
+    api = services["api"]
+    assert api["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "/readyz" in _healthcheck_text(api)
+    assert "curl" not in _healthcheck_text(api)
+    assert api["build"]["target"] == "api"
+
+
+def test_api_key_and_redis_come_from_the_environment(services: dict[str, Any]) -> None:
+    env = compose_environment(services["api"])
+    assert re.fullmatch(r"\$\{PROMPTMM_API_KEY:\?.+\}", env["PROMPTMM_API_KEY"] or "")
+    redis_url = interpolate(env["REDIS_URL"] or "", {})
+    assert redis_url.startswith("redis://redis:6379/")
+    assert interpolate(env["REDIS_URL"] or "", {"REDIS_URL": "redis://elsewhere:6379/2"}) == (
+        "redis://elsewhere:6379/2"
+    )
+
+
+def test_api_reads_the_bundle_read_only_under_its_mount(services: dict[str, Any]) -> None:
+    api = services["api"]
+    bundle = PurePosixPath(interpolate(compose_environment(api)["PROMPTMM_BUNDLE_PATH"] or "", {}))
+    mounts = _mounts(api)
+    target = next((t for t in mounts if PurePosixPath(t) in bundle.parents), None)
+    assert target is not None, f"no volume holds PROMPTMM_BUNDLE_PATH={bundle}"
+    assert mounts[target] == ("./models", "ro")
+
+
+def test_trainer_is_a_gpu_job_under_the_train_profile(services: dict[str, Any]) -> None:
+    trainer = services["trainer"]
+    assert trainer["profiles"] == ["train"]
+    devices = trainer["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
+    assert trainer["command"][0] == "run"
+    assert (REPO_ROOT / trainer["command"][1]).is_file()
+
+
+def test_trainer_paths_follow_its_training_config(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config's models_dir (relative to the repository, i.e. the image's WORKDIR) is the
+    ./models the API reads, and its data path lands in the read-only datasets mount."""
+    trainer = services["trainer"]
+    env = compose_environment(trainer)
+    monkeypatch.setenv(SHARED_DATASETS_ENV, env[SHARED_DATASETS_ENV] or "")
+    config = load_config(REPO_ROOT / trainer["command"][1])
+    workdir = read_stages(DOCKERFILE)["trainer"].last("WORKDIR")
+    assert workdir is not None
+    models_in_image = (
+        PurePosixPath(workdir.args) / Path(config.run.models_dir).relative_to(REPO_ROOT).as_posix()
+    )
+    mounts = _mounts(trainer)
+    api_source = _mounts(services["api"])["/models"][0]
+    assert mounts[str(models_in_image)] == (api_source, "rw")
+    data = PurePosixPath(config.data.path)
+    datasets = [t for t in mounts if PurePosixPath(t) in data.parents]
+    assert datasets and mounts[datasets[0]][1] == "ro", f"no read-only mount holds {data}"
+
+
+def test_build_targets_are_dockerfile_stages() -> None:
+    stages = read_stages(DOCKERFILE)
+    for name, service in load_yaml(COMPOSE)["services"].items():
+        if "build" in service:
+            assert service["build"]["target"] in stages, f"{name}: unknown build target"
+
+
+def test_single_api_is_published_only_by_the_auto_loaded_override(
+    services: dict[str, Any],
+) -> None:
+    assert "ports" not in services["api"], "replicas of the scale-out would fight over it"
+    ports = load_yaml(COMPOSE_OVERRIDE)["services"]["api"]["ports"]
+    assert [interpolate(p, {}) for p in ports] == ["8000:8000"]
+
+
+def test_scale_override_runs_replicas_behind_nginx_on_one_redis() -> None:
+    scale = load_yaml(COMPOSE_SCALE)["services"]
+    replicas = int(interpolate(str(scale["api"]["deploy"]["replicas"]), {}))
+    assert replicas >= 2
+    assert "ports" not in scale["api"]
+    assert interpolate(compose_environment(scale["api"])["REDIS_URL"] or "", {})
+    nginx = scale["nginx"]
+    assert nginx["depends_on"]["api"]["condition"] == "service_healthy"
+    assert [interpolate(p, {}).split(":")[0] for p in nginx["ports"]] == ["8000"]
+    source = next(v.split(":")[0] for v in nginx["volumes"] if "nginx" in v)
+    assert (REPO_ROOT / source).resolve() == NGINX_CONF
+
+
+def test_nginx_proxies_to_every_api_replica_through_docker_dns() -> None:
+    conf = NGINX_CONF.read_text(encoding="utf-8")
+    scale = load_yaml(COMPOSE_SCALE)["services"]
+    listen = re.search(r"^\s*listen\s+(\d+);", conf, re.MULTILINE)
+    assert listen is not None
+    container_port = interpolate(scale["nginx"]["ports"][0], {}).split(":")[1]
+    assert listen.group(1) == container_port
+    assert re.search(r"resolver\s+127\.0\.0\.11\b", conf), "use Docker's DNS to find replicas"
+    assert "http://api:8000" in conf
