@@ -1,0 +1,224 @@
+"""The paper's online-update experiment (its Table 7) replayed through the service on tiktok.
+
+    python -m bench.table7_replay [--protocol valid|holdout] [--bundle PATH] [--retrained PATH]
+
+``--protocol valid`` (the issue's protocol):
+  (a) stale: the bundle trained on the training split only (``--bundle``, default
+      ``models/tiktok``, trained with configs/tiktok.toml when absent);
+  (b) online: the service (embedded store) on that bundle receives every validation
+      interaction through ``POST /interactions``, one request each; the fine-tuned user
+      vectors are read back from the store and replace those users' rows;
+  (c) retrain: the training CLI on a copy of the dataset whose train split is train +
+      validation (``--holdout`` validation interactions stay out as its early-stopping split).
+  On tiktok no validation user has a test item, so (b) cannot change a test ranking.
+``--protocol holdout`` (where the updated users are evaluated): one training item of every
+  test user with >= 2 is held out; (a) trains without them (``--bundle``, else trained here),
+  (b) replays them online, (c) is the model trained on the full training split
+  (``--retrained``, default ``models/tiktok``).
+Test Recall@20 / NDCG@20 mask training and validation items in every row. Writes
+``bench/results/table7-replay[-holdout].md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import (
+    RESULTS_DIR,
+    TIKTOK_CONFIG,
+    LatencyStats,
+    ensure_tiktok_bundle,
+    markdown_table,
+    setup_logging,
+    shared_datasets,
+    train,
+    write_report,
+)
+from bench.replay_data import (
+    check_same_ids,
+    external,
+    holdout_pairs,
+    metrics_on_test,
+    validation_pairs,
+    write_holdout,
+    write_merged,
+)
+from bundle import Bundle, read_bundle
+from service.store import SQLiteStore
+from tests.integration.conftest import ServiceProcess
+from training.data import Dataset, load_dataset
+
+logger = logging.getLogger(__name__)
+
+
+def replay(bundle_path: Path, pairs: list[tuple[str, str]], workdir: Path) -> LatencyStats:
+    """Post every pair through ``/interactions`` (one request each); return their latencies."""
+    env = {
+        "PROMPTMM_BUNDLE_PATH": str(bundle_path.resolve()),
+        "PROMPTMM_STORE_PATH": str(workdir / "replay.sqlite3"),
+        "PROMPTMM_LOG_LEVEL": "WARNING",
+    }
+    extra = ["--log-level", "warning", "--no-access-log"]
+    latencies: list[float] = []
+    errors = 0
+    with ServiceProcess(env, workdir / "service.log", extra_args=extra) as service:
+        started = time.perf_counter()
+        with service.client() as client:
+            for user_id, item_id in pairs:
+                sent = time.perf_counter()
+                response = client.post(
+                    "/interactions", json={"user_id": user_id, "item_ids": [item_id]}
+                )
+                latencies.append(time.perf_counter() - sent)
+                if response.status_code != 200:
+                    errors += 1
+                    logger.warning("%s %s: %s", user_id, item_id, response.text[:200])
+        elapsed = time.perf_counter() - started
+    return LatencyStats.of("POST /interactions", latencies, errors, elapsed)
+
+
+def online_user_embeddings(bundle: Bundle, store_path: Path, users: set[str]) -> np.ndarray:
+    """The bundle's user embeddings with every fine-tuned vector from the store swapped in."""
+    user_emb = bundle.user_embeddings.copy()
+    index = {user_id: row for row, user_id in enumerate(bundle.user_ids)}
+    store = SQLiteStore(store_path)
+    missing = []
+    try:
+        for user_id in users:
+            vector = store.get_vector(user_id, bundle.model_version)
+            if vector is None:
+                missing.append(user_id)
+            else:
+                user_emb[index[user_id]] = vector
+    finally:
+        store.close()
+    if missing:
+        raise ValueError(f"{len(missing)} updated users have no stored vector, e.g. {missing[:5]}")
+    return user_emb
+
+
+def train_on(data: Path, workdir: Path) -> tuple[Path, float]:
+    """Train configs/tiktok.toml on ``data``; return the models root and the wall time."""
+    models = workdir / "models"
+    started = time.perf_counter()
+    train(
+        TIKTOK_CONFIG,
+        [
+            f"data.path={data}",
+            f"run.models_dir={models}",
+            f"run.runs_dir={workdir / 'runs'}",
+            "run.progress=false",
+        ],
+    )
+    return models / data.name, time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one protocol compares: the stale (a), the pairs to replay, the reference (c)."""
+
+    stale: Path
+    pairs: list[tuple[int, int]]
+    reference: Path
+    reference_label: str
+    retrain_s: float | None
+
+
+def plan(args: argparse.Namespace, dataset: Dataset, workdir: Path) -> Plan:
+    """The stale bundle, the pairs to replay and the reference (c) for ``args.protocol``."""
+    timed: float | None = None
+    if args.protocol == "valid":
+        stale = ensure_tiktok_bundle(args.bundle)
+        pairs = validation_pairs(dataset)
+        reference = args.retrained
+        if reference is None:
+            merged = write_merged(dataset, args.data, workdir / "merged" / dataset.name, 300, 0)
+            reference, timed = train_on(merged, workdir)
+        what = "(c) full retrain on train + valid"
+    else:
+        pairs = holdout_pairs(dataset, args.seed)
+        stale = args.bundle
+        if stale is None:
+            data = write_holdout(dataset, args.data, workdir / "holdout" / dataset.name, args.seed)
+            stale, _ = train_on(data, workdir)
+        reference = ensure_tiktok_bundle(args.retrained)
+        what = "(c) trained on the full train split"
+    return Plan(stale, pairs, reference, what, timed)
+
+
+def cost_note(update: LatencyStats, retrain_s: float | None) -> str:
+    note = (
+        f"One update (HTTP round trip: validation, durable SQLite write, fine-tune, vector "
+        f"write): mean {update.mean_ms:.2f} ms, p50 {update.p50_ms:.2f} ms, p99 "
+        f"{update.p99_ms:.2f} ms over {update.requests} sequential requests "
+        f"({update.errors} errors; {update.seconds:.1f} s for all of them)."
+    )
+    if retrain_s is not None:
+        note += (
+            f" The retrain (c) took {retrain_s:.0f} s wall time, "
+            f"{retrain_s * 1000 / update.mean_ms:,.0f} times one update."
+        )
+    return note
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.table7_replay", description=__doc__)
+    parser.add_argument("--protocol", choices=("valid", "holdout"), default="valid")
+    parser.add_argument("--bundle", type=Path, default=None, help="(a): bundle or models root")
+    parser.add_argument("--retrained", type=Path, default=None, help="(c): bundle to reuse")
+    parser.add_argument("--data", type=Path, default=shared_datasets() / "tiktok")
+    parser.add_argument("--seed", type=int, default=0, help="holdout draw")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    setup_logging()
+    if not args.data.is_dir():
+        parser.error(f"{args.data}: no dataset there; set PROMPTMM_SHARED_DATASETS or --data")
+    suffix = "" if args.protocol == "valid" else "-holdout"
+    out = args.out or RESULTS_DIR / f"table7-replay{suffix}.md"
+    dataset = load_dataset(args.data)
+    test_users = set(np.unique(dataset.test.tocoo().row).tolist())
+    with tempfile.TemporaryDirectory(prefix="promptmm-table7-") as tmp:
+        workdir = Path(tmp)
+        chosen = plan(args, dataset, workdir)
+        stale, reference = read_bundle(chosen.stale), read_bundle(chosen.reference)
+        for bundle in (stale, reference):
+            check_same_ids(bundle, dataset)
+        update = replay(chosen.stale, external(dataset, chosen.pairs), workdir)
+        updated = {dataset.user_ids[user] for user, _ in chosen.pairs}
+        online = online_user_embeddings(stale, workdir / "replay.sqlite3", updated)
+    changed = len({user for user, _ in chosen.pairs} & test_users)
+    retrain = f"{chosen.retrain_s:.0f} s" if chosen.retrain_s is not None else "(reused bundle)"
+    rows = []
+    for name, users, items, cost in (
+        ("(a) stale", stale.user_embeddings, stale.item_embeddings, "0"),
+        ("(b) (a) + online fine-tuning", online, stale.item_embeddings, f"{update.mean_ms:.1f} ms"),
+        (chosen.reference_label, reference.user_embeddings, reference.item_embeddings, retrain),
+    ):
+        metrics = metrics_on_test(users, items, dataset)
+        rows.append([name, f"{metrics['recall@20']:.4f}", f"{metrics['ndcg@20']:.4f}", cost])
+    notes = (
+        f"Protocol `{args.protocol}`. (a) `{stale.model_version}`, (c) "
+        f"`{reference.model_version}`. {len(chosen.pairs)} interactions of {len(updated)} "
+        f"users were posted, one request each; {changed} of the {len(test_users)} test users "
+        "are among them. Test metrics mask training and validation items."
+    )
+    table = markdown_table(["model", "test R@20", "test N@20", "cost per update"], rows)
+    text = write_report(
+        out,
+        f"Table 7 replay on {dataset.name}: online updates vs retraining ({args.protocol})",
+        [notes, table, cost_note(update, chosen.retrain_s)],
+    )
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
