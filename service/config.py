@@ -6,7 +6,7 @@ Every field is read from ``PROMPTMM_<FIELD>`` except ``redis_url``, which is ``R
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -67,3 +67,8 @@ class Settings(BaseSettings):
                 "PROMPTMM_API_KEY, or PROMPTMM_ALLOW_OPEN_WRITES=true to run open on purpose."
             )
         return self
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with ``overrides`` (by field name or alias) on top."""
+    return Settings(**overrides)

@@ -1,0 +1,161 @@
+"""Top-k inner-product search over the item embeddings: the only FAISS code of the service.
+
+``build_index`` wraps the read-only item matrix in an exact ``IndexFlatIP`` (the default) or an
+approximate index (HNSW on inner product, or IVF) and returns an :class:`ItemIndex`. Its
+``search`` returns exactly ``k`` non-excluded items per query whenever the catalog has ``k``:
+it over-fetches by the number of excluded items, and falls back to an exact pass over the
+whole catalog for a query where the approximate index returned too few, or where a tie in
+score crosses the fetched boundary. Results are ordered by descending score, ties broken by
+the lower item index (a stable order the offline evaluator must share).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+import faiss
+import numpy as np
+
+from service.config import Settings
+
+IndexKind = Literal["exact", "hnsw", "ivf"]
+MISSING_ITEM = -1
+
+
+class SearchResult(NamedTuple):
+    """Per-query top-k: ``scores`` float32 (B, k) and ``items`` int64 (B, k).
+
+    A row with fewer than ``k`` candidates (the catalog minus its exclusions is smaller than
+    ``k``) is padded at the end with item ``MISSING_ITEM`` and score ``-inf``.
+    """
+
+    scores: np.ndarray
+    items: np.ndarray
+
+
+def _order(scores: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Positions that sort candidates by descending score, then ascending item index."""
+    return np.lexsort((items, -scores))
+
+
+class ItemIndex:
+    """A read-only top-k searcher over ``item_embeddings`` (n_items, dim) float32."""
+
+    def __init__(self, item_embeddings: np.ndarray, index: faiss.Index, kind: IndexKind) -> None:
+        if item_embeddings.ndim != 2 or item_embeddings.dtype != np.float32:
+            raise ValueError(
+                "item_embeddings must be a 2-D float32 array, got "
+                f"shape {item_embeddings.shape} dtype {item_embeddings.dtype}"
+            )
+        self._items = item_embeddings
+        self._index = index
+        self.kind: IndexKind = kind
+
+    @property
+    def size(self) -> int:
+        """Number of items in the catalog."""
+        return int(self._items.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self._items.shape[1])
+
+    def search(self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray]) -> SearchResult:
+        """Top-``k`` items of each row of ``queries`` (B, dim), leaving out ``exclude[b]``."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"queries must have shape (B, {self.dim}), got {queries.shape}")
+        if len(exclude) != queries.shape[0]:
+            raise ValueError(
+                f"exclude has {len(exclude)} entries, expected one per query ({queries.shape[0]})"
+            )
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        n_queries = queries.shape[0]
+        scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
+        items = np.full((n_queries, k), MISSING_ITEM, dtype=np.int64)
+        if n_queries == 0:
+            return SearchResult(scores, items)
+        excluded = [np.unique(np.asarray(row, dtype=np.int64)) for row in exclude]
+        fetch = min(self.size, k + max(len(row) for row in excluded) + 1)
+        cand_scores, cand_items = self._index.search(queries, fetch)
+        for row in range(n_queries):
+            found = self._select(cand_scores[row], cand_items[row], excluded[row], k, fetch)
+            if found is None:
+                found = self._exact(queries[row], excluded[row], k)
+            row_scores, row_items = found
+            scores[row, : len(row_items)] = row_scores
+            items[row, : len(row_items)] = row_items
+        return SearchResult(scores, items)
+
+    def _select(
+        self,
+        cand_scores: np.ndarray,
+        cand_items: np.ndarray,
+        excluded: np.ndarray,
+        k: int,
+        fetch: int,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The top-k from one query's candidates, or None when they cannot be trusted."""
+        keep = (cand_items != MISSING_ITEM) & ~np.isin(cand_items, excluded)
+        kept_scores, kept_items = cand_scores[keep], cand_items[keep]
+        wanted = min(k, self.size - len(excluded))
+        if len(kept_items) < wanted:
+            return None
+        order = _order(kept_scores, kept_items)[:wanted]
+        kept_scores, kept_items = kept_scores[order], kept_items[order]
+        complete = fetch == self.size and self.kind == "exact"
+        if wanted and not complete and kept_scores[-1] <= cand_scores[-1]:
+            return None
+        return kept_scores, kept_items
+
+    def _exact(
+        self, query: np.ndarray, excluded: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k of one query over the whole catalog."""
+        all_scores = self._items @ query
+        allowed = np.ones(self.size, dtype=bool)
+        allowed[excluded] = False
+        candidates = np.flatnonzero(allowed)
+        cand_scores = all_scores[candidates]
+        if len(candidates) > k:
+            cut = np.partition(cand_scores, len(candidates) - k)[len(candidates) - k]
+            near = cand_scores >= cut
+            candidates, cand_scores = candidates[near], cand_scores[near]
+        order = _order(cand_scores, candidates)[:k]
+        return cand_scores[order], candidates[order].astype(np.int64)
+
+
+def _faiss_index(items: np.ndarray, kind: IndexKind, settings: Settings) -> faiss.Index:
+    dim = items.shape[1]
+    index: faiss.Index
+    if kind == "exact":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = settings.hnsw_ef_search
+    elif kind == "ivf":
+        nlist = max(1, min(settings.ivf_nlist, items.shape[0]))
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(items)
+        index.nprobe = min(settings.ivf_nprobe, nlist)
+    else:
+        raise ValueError(f"unknown index kind {kind!r}; expected 'exact', 'hnsw' or 'ivf'")
+    index.add(items)
+    return index
+
+
+def build_index(item_embeddings: np.ndarray, kind: IndexKind, settings: Settings) -> ItemIndex:
+    """Index ``item_embeddings`` (n_items, dim) float32 for inner-product top-k search.
+
+    The matrix is copied once and made read-only, so no request can modify it.
+    """
+    if item_embeddings.ndim != 2 or item_embeddings.shape[0] == 0:
+        raise ValueError(
+            f"item_embeddings must be a non-empty (n_items, dim) array, got {item_embeddings.shape}"
+        )
+    items = np.ascontiguousarray(item_embeddings, dtype=np.float32).copy()
+    items.flags.writeable = False
+    return ItemIndex(items, _faiss_index(items, kind, settings), kind)

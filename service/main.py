@@ -1,0 +1,76 @@
+"""The app factory: ``uvicorn service.main:create_app --factory``.
+
+Nothing heavy happens at import or in :func:`create_app`; the lifespan opens the store,
+reads the bundle and builds the index onto ``app.state`` (``settings``, ``store``,
+``recommender``, ``metrics``, ``reload_lock``), and closes the store at shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from service.config import Settings, load_settings
+from service.errors import install_error_handlers
+from service.metrics import Metrics, MetricsMiddleware
+from service.recommender import Recommender
+from service.routes import routers
+from service.security import BodySizeLimitMiddleware
+from service.store import open_store
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = (
+    "Top-k recommendations from a distilled PromptMM student, with interactions stored "
+    "durably and folded into the user's vector before the write is acknowledged."
+)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    metrics: Metrics = app.state.metrics
+    logging.getLogger("service").setLevel(settings.log_level.upper())
+    store = open_store(settings)
+    try:
+        recommender = await run_in_threadpool(
+            Recommender.load, settings, store, None, metrics.observe_finetune
+        )
+        app.state.store = store
+        app.state.recommender = recommender
+        metrics.set_model(
+            recommender.model_version,
+            recommender.bundle.dataset,
+            recommender.index.kind,
+            recommender.index.size,
+        )
+        yield
+    finally:
+        app.state.recommender = None
+        store.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; ``settings`` default to the environment (``PROMPTMM_*``, ``REDIS_URL``)."""
+    settings = settings if settings is not None else load_settings()
+    app = FastAPI(
+        title="PromptMM recommendations",
+        description=DESCRIPTION,
+        version="1",
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.recommender = None
+    app.state.reload_lock = threading.Lock()
+    install_error_handlers(app)
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    return app

@@ -1,0 +1,109 @@
+"""Prometheus metrics of one app, in its own registry (several apps can share a process).
+
+- ``promptmm_http_request_duration_seconds{endpoint,method,status}``: latency per route
+  (the route's path template; ``unmatched`` for unknown paths, to bound label cardinality).
+- ``promptmm_finetune_duration_seconds``: one user-vector fine-tune.
+- ``promptmm_model_info{model_version,dataset,index_kind} 1``: the served model.
+- ``promptmm_index_items``: items in the served index.
+- ``promptmm_interactions_accepted_total``: item ids durably recorded.
+- ``promptmm_fallback_total``: recommendations answered with the popularity fallback.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+FINETUNE_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """The collectors of one app; ``render`` gives the Prometheus text exposition."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.request_duration = Histogram(
+            "promptmm_http_request_duration_seconds",
+            "HTTP request latency by route.",
+            ["endpoint", "method", "status"],
+            buckets=REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+        self.finetune_duration = Histogram(
+            "promptmm_finetune_duration_seconds",
+            "Latency of one incremental user-vector fine-tune.",
+            buckets=FINETUNE_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_info = Gauge(
+            "promptmm_model_info",
+            "The served model version (value 1).",
+            ["model_version", "dataset", "index_kind"],
+            registry=self.registry,
+        )
+        self.index_items = Gauge(
+            "promptmm_index_items", "Items in the served index.", registry=self.registry
+        )
+        self.interactions = Counter(
+            "promptmm_interactions_accepted",
+            "Item ids durably recorded through /interactions.",
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "promptmm_fallback",
+            "Recommendations answered with the popularity fallback.",
+            registry=self.registry,
+        )
+
+    def observe_finetune(self, seconds: float) -> None:
+        self.finetune_duration.observe(seconds)
+
+    def set_model(self, model_version: str, dataset: str, index_kind: str, n_items: int) -> None:
+        """Point the info gauge at the served model (dropping the previous one)."""
+        self.model_info.clear()
+        self.model_info.labels(model_version, dataset, index_kind).set(1)
+        self.index_items.set(n_items)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware timing every HTTP request into ``metrics.request_duration``."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            self.metrics.request_duration.labels(endpoint, scope["method"], str(status)).observe(
+                time.perf_counter() - started
+            )

@@ -1,0 +1,263 @@
+"""The served model: one loaded bundle, its item index, popularity, and the store.
+
+A :class:`Recommender` is immutable after construction apart from what it writes to the
+store: item embeddings and the index are read-only, and a reload builds a new Recommender
+and swaps one reference (see ``service.main``), so in-flight requests finish on the old one.
+
+A user's vector is, in order: the fine-tuned vector stored for this model version; else,
+when the user has stored interactions, a vector re-folded now from all of them (after a
+reload to a new version); else the bundle's vector; else none (an unknown user, answered
+with the popularity fallback or 404).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from bundle import Bundle, read_bundle
+from service.config import Settings
+from service.errors import UnknownItemsError, UnknownUserError
+from service.finetune import finetune_user
+from service.index import MISSING_ITEM, ItemIndex, build_index
+from service.store.base import Event, Store
+
+logger = logging.getLogger(__name__)
+
+N_USER_LOCKS = 256
+Fallback = Literal["popular"]
+
+
+@dataclass(frozen=True)
+class RecommendQuery:
+    user_id: str
+    k: int
+    exclude_seen: bool = True
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    user_id: str
+    items: list[tuple[str, float]]
+    model_version: str
+    fallback: Fallback | None
+
+
+@dataclass(frozen=True)
+class _UserState:
+    vector: np.ndarray | None
+    exclude: np.ndarray
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array = np.ascontiguousarray(array).copy()
+    array.flags.writeable = False
+    return array
+
+
+class Recommender:
+    """Top-k recommendations and online updates for one model version."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        index: ItemIndex,
+        store: Store,
+        settings: Settings,
+        on_finetune: Callable[[float], None] | None = None,
+    ) -> None:
+        if index.size != bundle.n_items or index.dim != bundle.dim:
+            raise ValueError(
+                f"index ({index.size} x {index.dim}) does not match the bundle "
+                f"({bundle.n_items} x {bundle.dim})"
+            )
+        self.bundle = bundle
+        self.index = index
+        self._store = store
+        self._settings = settings
+        self._on_finetune = on_finetune
+        self._items = _read_only(bundle.item_embeddings)
+        self._users = _read_only(bundle.user_embeddings)
+        self._mean_user = _read_only(bundle.user_embeddings.mean(axis=0).astype(np.float32))
+        self._user_index = {user: row for row, user in enumerate(bundle.user_ids)}
+        self._item_index = {item: col for col, item in enumerate(bundle.item_ids)}
+        popularity = bundle.item_popularity()
+        self._popular = _read_only(np.lexsort((np.arange(bundle.n_items), -popularity)))
+        self._popularity = _read_only(popularity.astype(np.float32))
+        self._locks = [threading.Lock() for _ in range(N_USER_LOCKS)]
+
+    @classmethod
+    def load(
+        cls,
+        settings: Settings,
+        store: Store,
+        path: Path | None = None,
+        on_finetune: Callable[[float], None] | None = None,
+    ) -> Recommender:
+        """Read the bundle at ``path`` (default: settings.bundle_path) and index its items."""
+        bundle = read_bundle(path or settings.bundle_path)
+        started = time.perf_counter()
+        index = build_index(bundle.item_embeddings, settings.index_kind, settings)
+        logger.info(
+            "loaded %s: %d users, %d items, dim %d, %s index in %.2fs",
+            bundle.model_version,
+            bundle.n_users,
+            bundle.n_items,
+            bundle.dim,
+            settings.index_kind,
+            time.perf_counter() - started,
+        )
+        return cls(bundle, index, store, settings, on_finetune)
+
+    @property
+    def model_version(self) -> str:
+        return self.bundle.model_version
+
+    def unknown_items(self, item_ids: Sequence[str]) -> list[str]:
+        """The ids in ``item_ids`` that are not in this model's catalog, in order."""
+        return [item for item in item_ids if item not in self._item_index]
+
+    def recommend(self, user_id: str, k: int, exclude_seen: bool = True) -> Recommendation:
+        return self.recommend_many([RecommendQuery(user_id, k, exclude_seen)])[0]
+
+    def recommend_many(self, queries: Sequence[RecommendQuery]) -> list[Recommendation]:
+        """Top-k for each query; users with a vector are searched in one index call."""
+        states = [self._user_state(query.user_id, query.exclude_seen) for query in queries]
+        vectors = {
+            row: state.vector for row, state in enumerate(states) if state.vector is not None
+        }
+        personal = list(vectors)
+        results: dict[int, list[tuple[str, float]]] = {}
+        if personal:
+            k_max = max(queries[row].k for row in personal)
+            found = self.index.search(
+                np.stack(list(vectors.values())), k_max, [states[row].exclude for row in personal]
+            )
+            for position, row in enumerate(personal):
+                results[row] = self._named(
+                    found.items[position, : queries[row].k],
+                    found.scores[position, : queries[row].k],
+                )
+        answers = []
+        for row, (query, state) in enumerate(zip(queries, states, strict=True)):
+            if row in results:
+                answers.append(
+                    Recommendation(query.user_id, results[row], self.model_version, None)
+                )
+                continue
+            if self._settings.unknown_user == "404":
+                raise UnknownUserError(query.user_id)
+            answers.append(
+                Recommendation(
+                    query.user_id,
+                    self._popular_items(query.k, state.exclude),
+                    self.model_version,
+                    "popular",
+                )
+            )
+        return answers
+
+    def record(self, events: Sequence[Event]) -> int:
+        """Validate, durably store, then fine-tune every touched user; return items accepted.
+
+        Raises :class:`UnknownItemsError` before writing anything when an event names an
+        item outside this model's catalog.
+        """
+        unknown = {
+            position: missing
+            for position, event in enumerate(events)
+            if (missing := self.unknown_items(event.item_ids))
+        }
+        if unknown:
+            raise UnknownItemsError(unknown)
+        self._store.append(events)
+        for user_id in dict.fromkeys(event.user_id for event in events):
+            with self._lock(user_id):
+                seen = self._store.seen(user_id)
+                start = self._store.get_vector(user_id, self.model_version)
+                self._refresh_vector(user_id, seen, start)
+        return sum(len(event.item_ids) for event in events)
+
+    def _lock(self, user_id: str) -> threading.Lock:
+        return self._locks[zlib.crc32(user_id.encode()) % N_USER_LOCKS]
+
+    def _train_items(self, user_id: str) -> np.ndarray:
+        row = self._user_index.get(user_id)
+        if row is None:
+            return np.empty(0, dtype=np.int64)
+        return self.bundle.seen_items(row).astype(np.int64)
+
+    def _seen_indices(self, seen: set[str]) -> np.ndarray:
+        """Catalog indices of stored item ids (ids absent from this version are skipped)."""
+        found = [self._item_index[item] for item in seen if item in self._item_index]
+        return np.asarray(sorted(found), dtype=np.int64)
+
+    def _user_state(self, user_id: str, exclude_seen: bool) -> _UserState:
+        vector = self._store.get_vector(user_id, self.model_version)
+        seen: set[str] | None = None
+        if vector is None:
+            seen = self._store.seen(user_id)
+            if seen.intersection(self._item_index):
+                vector = self._refold(user_id)
+            elif user_id in self._user_index:
+                vector = self._users[self._user_index[user_id]]
+        if not exclude_seen:
+            return _UserState(vector, np.empty(0, dtype=np.int64))
+        if seen is None:
+            seen = self._store.seen(user_id)
+        exclude = np.union1d(self._train_items(user_id), self._seen_indices(seen))
+        return _UserState(vector, exclude)
+
+    def _refold(self, user_id: str) -> np.ndarray:
+        """Fine-tune a vector for a user with stored interactions but none for this version."""
+        with self._lock(user_id):
+            stored = self._store.get_vector(user_id, self.model_version)
+            if stored is not None:
+                return stored
+            return self._refresh_vector(user_id, self._store.seen(user_id), None)
+
+    def _refresh_vector(self, user_id: str, seen: set[str], start: np.ndarray | None) -> np.ndarray:
+        """Fine-tune from ``start`` (else the bundle's or the mean vector) and store it.
+
+        The caller holds the user's lock.
+        """
+        if start is None:
+            row = self._user_index.get(user_id)
+            start = self._mean_user if row is None else self._users[row]
+        positives = np.union1d(self._train_items(user_id), self._seen_indices(seen))
+        seed = zlib.crc32(f"{user_id}|{self.model_version}|{len(positives)}".encode())
+        started = time.perf_counter()
+        vector = finetune_user(
+            self._items,
+            start,
+            positives,
+            np.random.default_rng(seed),
+            steps=self._settings.finetune_steps,
+            lr=self._settings.finetune_lr,
+            n_neg=self._settings.finetune_negatives,
+            prox=self._settings.finetune_prox,
+        )
+        if self._on_finetune is not None:
+            self._on_finetune(time.perf_counter() - started)
+        self._store.put_vector(user_id, self.model_version, vector)
+        return vector
+
+    def _named(self, items: np.ndarray, scores: np.ndarray) -> list[tuple[str, float]]:
+        ids = self.bundle.item_ids
+        return [
+            (ids[item], float(score))
+            for item, score in zip(items.tolist(), scores.tolist(), strict=True)
+            if item != MISSING_ITEM
+        ]
+
+    def _popular_items(self, k: int, exclude: np.ndarray) -> list[tuple[str, float]]:
+        order = self._popular[~np.isin(self._popular, exclude)][:k]
+        return self._named(order, self._popularity[order])
