@@ -18,6 +18,7 @@ import scipy.sparse as sp
 import torch
 
 __all__ = [
+    "bipartite_blocks",
     "item_feature_propagation",
     "item_side",
     "normalized_adjacency",
@@ -58,16 +59,22 @@ def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
     d = sp.diags(inv_sqrt)
     norm = sp.csr_matrix(d @ a @ d, dtype=np.float32)
     norm.sort_indices()
-    size = (n_users + n_items, n_users + n_items)
+    return _csr(
+        torch.from_numpy(norm.indptr.astype(np.int64)),
+        torch.from_numpy(norm.indices.astype(np.int64)),
+        torch.from_numpy(norm.data.astype(np.float32)),
+        (n_users + n_items, n_users + n_items),
+    )
+
+
+def _csr(
+    crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
+    """A float32 sparse CSR tensor (torch's "beta" notice silenced; invariants unchecked)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
         return torch.sparse_csr_tensor(
-            torch.from_numpy(norm.indptr.astype(np.int64)),
-            torch.from_numpy(norm.indices.astype(np.int64)),
-            torch.from_numpy(norm.data.astype(np.float32)),
-            size=size,
-            dtype=torch.float32,
-            check_invariants=True,
+            crow, col, val, size=size, dtype=torch.float32, check_invariants=False
         )
 
 
@@ -123,35 +130,56 @@ def propagate(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tens
     return total / (n_layers + 1)
 
 
+def bipartite_blocks(adj: torch.Tensor, n_users: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The off-diagonal blocks ``(Â_ui (U, I), Â_iu (I, U))`` of the CSR adjacency.
+
+    Cheap (slices of ``adj``'s index arrays); ``Â_iu = Â_uiᵀ`` because ``Â`` is symmetric.
+    """
+    if adj.layout != torch.sparse_csr:
+        raise ValueError(
+            f"adj must be a sparse CSR tensor (normalized_adjacency), got {adj.layout}"
+        )
+    crow, col, val = adj.crow_indices(), adj.col_indices(), adj.values()
+    n_items = adj.shape[0] - n_users
+    split = int(crow[n_users])
+    a_ui = _csr(crow[: n_users + 1], col[:split] - n_users, val[:split], (n_users, n_items))
+    a_iu = _csr(crow[n_users:] - split, col[split:], val[split:], (n_items, n_users))
+    return a_ui, a_iu
+
+
+class _TransposePairSpMM(torch.autograd.Function):
+    """``a @ x`` whose gradient w.r.t. ``x`` is ``a_t @ grad`` (``a_t`` = ``aᵀ``, precomputed)."""
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor, a_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a_t)
+        return torch.sparse.mm(a, x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:
+        (a_t,) = ctx.saved_tensors
+        return None, None, torch.sparse.mm(a_t, grad)
+
+
 def user_side(adj: torch.Tensor, item_x: torch.Tensor, n_users: int) -> torch.Tensor:
     """Users aggregate their items' rows through ``Â``: ``Â_ui @ item_x``.
 
     Args:
-        adj: (U+I, U+I) normalised adjacency.
+        adj: (U+I, U+I) normalised CSR adjacency.
         item_x: (I, d) item rows.
         n_users: U.
 
     Returns:
         (U, d): row ``u`` is ``Σ_{i∈N(u)} item_x[i] / sqrt(|N(u)| |N(i)|)``.
     """
-    stacked = torch.cat([item_x.new_zeros(n_users, item_x.shape[1]), item_x], dim=0)
-    return spmm(adj, stacked)[:n_users]
+    a_ui, a_iu = bipartite_blocks(adj, n_users)
+    return _TransposePairSpMM.apply(a_ui, a_iu, item_x)
 
 
 def item_side(adj: torch.Tensor, user_x: torch.Tensor, n_users: int) -> torch.Tensor:
-    """Items aggregate their users' rows through ``Â``: ``Â_iu @ user_x``.
-
-    Args:
-        adj: (U+I, U+I) normalised adjacency.
-        user_x: (U, d) user rows.
-        n_users: U.
-
-    Returns:
-        (I, d).
-    """
-    n_items = adj.shape[0] - n_users
-    stacked = torch.cat([user_x, user_x.new_zeros(n_items, user_x.shape[1])], dim=0)
-    return spmm(adj, stacked)[n_users:]
+    """Items aggregate their users' rows through ``Â``: ``Â_iu @ user_x``, (I, d)."""
+    a_ui, a_iu = bipartite_blocks(adj, n_users)
+    return _TransposePairSpMM.apply(a_iu, a_ui, user_x)
 
 
 def item_feature_propagation(
@@ -162,10 +190,11 @@ def item_feature_propagation(
     One hop is a round trip item -> user -> item over ``Â``:
     ``u_h = Â_ui i_{h-1}``, ``i_h = Â_iu u_h`` with ``i_0 = f^m``. The outputs are layer means:
     ``F_u = mean(u_1..u_H)`` and ``F_i = mean(i_0..i_H)`` (the item keeps its own feature,
-    so items without training interactions still carry their content).
+    so items without training interactions still carry their content). Columns propagate
+    independently, so several modalities can go through at once, stacked along ``d``.
 
     Args:
-        adj: (U+I, U+I) normalised adjacency.
+        adj: (U+I, U+I) normalised CSR adjacency.
         item_feat: (I, d) reduced item features ``f^m``.
         n_users: U.
         n_hops: H >= 1.
@@ -175,12 +204,13 @@ def item_feature_propagation(
     """
     if n_hops < 1:
         raise ValueError(f"n_hops (feat_hops) must be >= 1, got {n_hops}")
+    a_ui, a_iu = bipartite_blocks(adj, n_users)
     item_layer = item_feat
     users_total = item_feat.new_zeros(n_users, item_feat.shape[1])
     items_total = item_feat
     for _ in range(n_hops):
-        user_layer = user_side(adj, item_layer, n_users)
-        item_layer = item_side(adj, user_layer, n_users)
+        user_layer = _TransposePairSpMM.apply(a_ui, a_iu, item_layer)
+        item_layer = _TransposePairSpMM.apply(a_iu, a_ui, user_layer)
         users_total = users_total + user_layer
         items_total = items_total + item_layer
     return users_total / n_hops, items_total / (n_hops + 1)

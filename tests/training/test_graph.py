@@ -10,6 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from training.graph import (
+    bipartite_blocks,
     item_feature_propagation,
     item_side,
     normalized_adjacency,
@@ -117,14 +118,27 @@ def test_user_side_aggregates_items_by_hand() -> None:
 def test_item_feature_propagation_matches_dense_round_trips(hops: int) -> None:
     adj, dense, n_users = _random_graph(3)
     a_ui, a_iu = dense[:n_users, n_users:], dense[n_users:, :n_users]
-    f = torch.randn(5, 3, generator=torch.Generator().manual_seed(2))
-    users_total, items_total, item_layer = torch.zeros(n_users, 3), f.clone(), f
+    f = torch.randn(5, 3, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    users_total, items_total, item_layer = torch.zeros(n_users, 3), f, f
     for _ in range(hops):
         user_layer = a_ui @ item_layer
         item_layer = a_iu @ user_layer
         users_total, items_total = users_total + user_layer, items_total + item_layer
+    expected_u, expected_i = users_total / hops, items_total / (hops + 1)
+    (expected_grad,) = torch.autograd.grad((expected_u.sum() + expected_i.pow(2).sum()), f)
     f_u, f_i = item_feature_propagation(adj, f, n_users, hops)
-    torch.testing.assert_close(f_u, users_total / hops)
-    torch.testing.assert_close(f_i, items_total / (hops + 1))
+    torch.testing.assert_close(f_u, expected_u)
+    torch.testing.assert_close(f_i, expected_i)
+    (grad,) = torch.autograd.grad((f_u.sum() + f_i.pow(2).sum()), f)
+    torch.testing.assert_close(grad, expected_grad)
     with pytest.raises(ValueError, match="n_hops"):
         item_feature_propagation(adj, f, n_users, 0)
+
+
+def test_bipartite_blocks_are_the_off_diagonal_blocks() -> None:
+    adj, dense, n_users = _random_graph(4)
+    a_ui, a_iu = bipartite_blocks(adj, n_users)
+    torch.testing.assert_close(a_ui.to_dense(), dense[:n_users, n_users:])
+    torch.testing.assert_close(a_iu.to_dense(), dense[n_users:, :n_users])
+    with pytest.raises(ValueError, match="sparse CSR"):
+        bipartite_blocks(dense, n_users)

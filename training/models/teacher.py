@@ -140,10 +140,19 @@ class Teacher(nn.Module):
         modal_users: dict[str, torch.Tensor] = {}
         modal_items: dict[str, torch.Tensor] = {}
         user_emb, item_emb = user_bar, item_bar
-        for m, layer in self.reduce.items():
-            x = features[m] + prompts[m] if prompts else features[m]
-            f = self.dropout(layer(x))
-            f_u, f_i = item_feature_propagation(adj, f, self.n_users, self.feat_hops)
+        if not self.reduce:
+            return TeacherOutput(user_emb, item_emb, modal_users, modal_items)
+        reduced = [
+            self.dropout(layer(features[m] + prompts[m] if prompts else features[m]))
+            for m, layer in self.reduce.items()
+        ]
+        # one propagation for all modalities, stacked along the columns
+        f_u_all, f_i_all = item_feature_propagation(
+            adj, torch.cat(reduced, dim=1), self.n_users, self.feat_hops
+        )
+        for m, f_u, f_i in zip(
+            self.reduce, f_u_all.split(self.dim, dim=1), f_i_all.split(self.dim, dim=1), strict=True
+        ):
             modal_users[m], modal_items[m] = f_u, f_i
             user_emb = user_emb + self.alpha * F.normalize(f_u, dim=1)
             item_emb = item_emb + self.alpha * F.normalize(f_i, dim=1)
