@@ -1,7 +1,8 @@
 """All-ranking evaluation of user/item embeddings (paper §4.1.2, method.md section 6).
 
 Scores are inner products ``user_emb @ item_emb.T`` over **every** item, computed in user
-chunks on the embeddings' device (CPU or CUDA). Items of the ``exclude`` matrices (the
+chunks on the embeddings' device (CPU or CUDA), accumulated in float64 and rounded to
+float32 so they do not depend on the chunking. Items of the ``exclude`` matrices (the
 training items; training + validation items when testing) get score ``-inf``.
 
 Ranking rule, shared by :func:`evaluate` and :func:`topk_items` (the service's FAISS top-K is
@@ -60,14 +61,21 @@ def _row_entries(csr: sp.csr_matrix, users: np.ndarray) -> tuple[np.ndarray, np.
 
 def _masked_scores(
     user_emb: torch.Tensor,
-    item_emb: torch.Tensor,
+    item_t64: torch.Tensor,
     users: np.ndarray,
     exclude: Sequence[sp.csr_matrix],
 ) -> torch.Tensor:
-    """(n, I) scores of ``users`` with excluded items set to ``-inf``."""
+    """(n, I) float32 scores of ``users`` with excluded items set to ``-inf``.
+
+    ``item_t64`` is ``item_emb.T`` (d, I) in float64.
+    Accumulated in float64 and rounded once to float32, so a user's scores do not depend on
+    which other users share the chunk (float32 BLAS/cuBLAS kernels sum in shape-dependent
+    orders, which flips near-ties between, e.g., a 1-user and a 2048-user call).
+    """
     device = user_emb.device
     index = torch.from_numpy(users).to(device)
-    scores = user_emb.index_select(0, index) @ item_emb.T
+    rows = user_emb.index_select(0, index).to(torch.float64)
+    scores = (rows @ item_t64).to(torch.float32)
     for m in exclude:
         rows, cols = _row_entries(m, users)
         if rows.size:
@@ -150,9 +158,10 @@ def evaluate(
     device = user_emb.device
     totals: dict[str, torch.Tensor] = {}
     with torch.no_grad():
+        item_t64 = item_emb.to(torch.float64).T
         for start in range(0, users.size, chunk_size):
             chunk = users[start : start + chunk_size]
-            scores = _masked_scores(user_emb, item_emb, chunk, excl)
+            scores = _masked_scores(user_emb, item_t64, chunk, excl)
             values, indices = _ranked_topk(scores, k_max)
             hits = _is_member(target_csr, chunk, indices) & torch.isfinite(values)
             n_target = torch.from_numpy(n_target_all[chunk]).to(device)
@@ -198,9 +207,10 @@ def topk_items(
         )
     parts = []
     with torch.no_grad():
+        item_t64 = item_emb.to(torch.float64).T
         for start in range(0, user_np.size, chunk_size):
             chunk = user_np[start : start + chunk_size]
-            values, indices = _ranked_topk(_masked_scores(user_emb, item_emb, chunk, excl), k)
+            values, indices = _ranked_topk(_masked_scores(user_emb, item_t64, chunk, excl), k)
             parts.append(torch.where(torch.isfinite(values), indices, -1))
     if not parts:
         return torch.empty(0, k, dtype=torch.long, device=user_emb.device)

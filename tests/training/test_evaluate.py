@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from training.evaluate import evaluate, topk_items
+from training.evaluate import _masked_scores, evaluate, topk_items
 
 N_USERS, N_ITEMS, DIM = 40, 30, 3
 
@@ -102,6 +102,17 @@ def test_all_equal_scores_rank_by_item_index_and_skip_excluded() -> None:
     exclude = sp.csr_matrix(np.array([[0, 1, 0, 1, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=np.float32))
     got = topk_items(torch.zeros(2, 4), torch.zeros(6, 4), torch.tensor([0, 1]), [exclude], 3)
     assert got.tolist() == [[0, 2, 4], [0, 1, 2]]
+
+
+def test_scores_do_not_depend_on_the_chunk() -> None:
+    # Regression: float32 matmul of a 1-user chunk (gemv) and of a 100-user chunk (gemm) sum
+    # in different orders, which flipped near-ties between topk_items and evaluate.
+    gen = torch.Generator().manual_seed(5)
+    users, items = torch.randn(100, 64, generator=gen), torch.randn(3000, 64, generator=gen)
+    item_t64 = items.double().T
+    batched = _masked_scores(users, item_t64, np.arange(100), [])
+    single = torch.cat([_masked_scores(users, item_t64, np.array([u]), []) for u in range(100)])
+    assert torch.equal(batched, single)
 
 
 def test_excluded_targets_never_count_as_hits() -> None:
