@@ -1,12 +1,12 @@
 """Incremental fine-tuning of one user vector against frozen item embeddings (numpy only).
 
-A few full-batch gradient steps of the BPR objective over *all* pairs (positive, sampled
-negative) of the user, plus a proximal term that keeps the vector near where it started:
+A few gradient steps of the BPR objective over all pairs (positive, sampled negative) of
+the user, plus a proximal term that keeps the vector near where it started:
 
     L(u) = -mean_{i in P, j in N} log sigmoid(u . (e_i - e_j)) + prox / 2 * ||u - u0||^2
 
-With P positives and N negatives the scores cost O((P + N) * dim) and the pairwise weights
-O(P * N) per step, so an update of a typical user takes a few milliseconds on a CPU. Item
+With P positives (at most ``n_neg`` per step, sampled when the user has more) and N = n_neg
+negatives a step costs O((P + N) * dim + P * N), so an update takes milliseconds on a CPU. Item
 embeddings are only read. A new user starts from ``start_vec = None`` (zeros) or whatever
 the caller passes (the service passes the mean user vector), and folds in from its first
 positives.
@@ -22,17 +22,15 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def sample_negatives(
-    n_items: int, positives: np.ndarray, n_neg: int, rng: np.random.Generator
+    n_items: int, positives: np.ndarray, size: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Up to ``n_neg`` distinct item indices in ``[0, n_items)`` that are not ``positives``."""
-    n_free = n_items - len(positives)
-    if n_free <= 0:
+    """``size`` item indices drawn uniformly, with replacement, from the non-``positives``."""
+    allowed = np.ones(n_items, dtype=bool)
+    allowed[positives] = False
+    free = np.flatnonzero(allowed)
+    if free.size == 0:
         return np.empty(0, dtype=np.int64)
-    if n_free <= 2 * n_neg:
-        free = np.setdiff1d(np.arange(n_items), positives, assume_unique=True)
-        return rng.permutation(free)[:n_neg]
-    draws = rng.choice(n_items, size=min(n_items, 2 * n_neg + len(positives)), replace=False)
-    return draws[~np.isin(draws, positives)][:n_neg]
+    return free[rng.integers(0, free.size, size=size)]
 
 
 def finetune_user(
@@ -48,8 +46,10 @@ def finetune_user(
     """Return the user vector after ``steps`` BPR gradient steps; inputs are not modified.
 
     ``item_emb`` (n_items, dim) float32; ``start_vec`` (dim,) or None for a new user (zeros);
-    ``positives`` item indices the user interacted with. Negatives (``n_neg`` per step) are
-    drawn uniformly from the other items. Returns a new float32 vector of shape (dim,).
+    ``positives`` item indices the user interacted with. Each step draws ``n_neg`` fresh
+    negatives uniformly (with replacement) from the other items, and uses every positive, or
+    ``n_neg`` of them drawn with replacement when there are more. Returns a new float32
+    vector of shape (dim,).
     """
     if item_emb.ndim != 2:
         raise ValueError(f"item_emb must be (n_items, dim), got shape {item_emb.shape}")
@@ -68,17 +68,21 @@ def finetune_user(
     user = start.copy()
     if positives.size == 0:
         return user.astype(np.float32)
-    pos_emb = item_emb[positives].astype(np.float64)
-    for _ in range(steps):
-        negatives = sample_negatives(n_items, positives, n_neg, rng)
-        if negatives.size == 0:
-            break
-        neg_emb = item_emb[negatives].astype(np.float64)
+    negatives = sample_negatives(n_items, positives, steps * n_neg, rng)
+    if negatives.size == 0:
+        return user.astype(np.float32)
+    for step in range(steps):
+        batch = positives
+        if positives.size > n_neg:
+            batch = positives[rng.integers(0, positives.size, size=n_neg)]
+        pos_emb = item_emb[batch].astype(np.float64)
+        neg_emb = item_emb[negatives[step * n_neg : (step + 1) * n_neg]].astype(np.float64)
         margins = (pos_emb @ user)[:, None] - (neg_emb @ user)[None, :]
-        weights = 1.0 - _sigmoid(margins)
-        n_pairs = weights.size
-        grad_bpr = (neg_emb.T @ weights.sum(axis=0) - pos_emb.T @ weights.sum(axis=1)) / n_pairs
+        weights = _sigmoid(-margins)
+        grad_bpr = (
+            neg_emb.T @ weights.sum(axis=0) - pos_emb.T @ weights.sum(axis=1)
+        ) / margins.size
         user -= lr * (grad_bpr + prox * (user - start))
-    if not np.isfinite(user).all():
-        raise ValueError("fine-tuning diverged (non-finite user vector); lower finetune_lr")
+    if not (np.abs(user) <= np.finfo(np.float32).max).all():
+        raise ValueError("fine-tuning diverged (user vector beyond float32); lower finetune_lr")
     return user.astype(np.float32)
