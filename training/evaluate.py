@@ -67,15 +67,15 @@ def _masked_scores(
 ) -> torch.Tensor:
     """(n, I) float32 scores of ``users`` with excluded items set to ``-inf``.
 
-    ``item_t64`` is ``item_emb.T`` (d, I) in float64.
-    Accumulated in float64 and rounded once to float32, so a user's scores do not depend on
-    which other users share the chunk (float32 BLAS/cuBLAS kernels sum in shape-dependent
-    orders, which flips near-ties between, e.g., a 1-user and a 2048-user call).
+    ``item_t64`` is ``item_emb.T`` (d, I) in float64. Scores are accumulated in float64 and
+    rounded once to float32, so a user's scores do not depend on which other users share
+    the chunk (float32 BLAS/cuBLAS kernels sum in shape-dependent orders, which flipped
+    near-ties between a 1-user and a 100-user call).
     """
     device = user_emb.device
     index = torch.from_numpy(users).to(device)
-    rows = user_emb.index_select(0, index).to(torch.float64)
-    scores = (rows @ item_t64).to(torch.float32)
+    chunk64 = user_emb.index_select(0, index).to(torch.float64)
+    scores = (chunk64 @ item_t64).to(torch.float32)
     for m in exclude:
         rows, cols = _row_entries(m, users)
         if rows.size:
