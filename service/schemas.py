@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 MAX_ID_LENGTH = 256
 
@@ -22,8 +22,9 @@ def _id_to_str(value: Any) -> Any:
 
 ExternalId = Annotated[
     str,
+    StringConstraints(min_length=1, max_length=MAX_ID_LENGTH),
     BeforeValidator(_id_to_str),
-    Field(min_length=1, max_length=MAX_ID_LENGTH, description="An external id (string)."),
+    Field(description="An external id (string; a JSON integer is read as its decimal form)."),
 ]
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from bundle import Bundle, write_bundle
+from service.config import Settings, load_settings
 
 
 def random_bundle(
@@ -48,3 +51,52 @@ def write_random_bundle(root: Path, **kwargs: Any) -> Path:
     version directory.
     """
     return write_bundle(random_bundle(**kwargs), root)
+
+
+API_KEY = "test-api-key"
+AUTH = {"X-API-Key": API_KEY}
+CONTRACT = [
+    pytest.param((store, kind), id=f"{store}-{kind}")
+    for store in ("sqlite", "redis")
+    for kind in ("exact", "hnsw")
+]
+
+
+def contract_settings(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    combo: tuple[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Settings serving a random bundle written under ``tmp_path/models``.
+
+    ``combo`` is (store, index kind), by default ``request.param`` (one of :data:`CONTRACT`);
+    a Redis store gets a fresh key prefix. ``overrides`` set any other field.
+    """
+    store, kind = combo if combo is not None else request.param
+    models = tmp_path / "models"
+    if not models.exists():
+        write_random_bundle(models)
+    values: dict[str, Any] = {
+        "bundle_path": models,
+        "store_path": tmp_path / "store.sqlite3",
+        "api_key": API_KEY,
+        "index_kind": kind,
+        "REDIS_URL": None,
+    }
+    if store == "redis":
+        values["REDIS_URL"] = request.getfixturevalue("redis_url")
+        values["redis_prefix"] = request.getfixturevalue("redis_prefix")
+    values.update(overrides)
+    return load_settings(**values)
+
+
+def top_k(bundle: Bundle, vector: np.ndarray, k: int, exclude: Iterable[int]) -> list[str]:
+    """Reference ranking: all scores, ``exclude`` dropped, sorted by (-score, item index)."""
+    scores = bundle.item_embeddings @ vector
+    banned = set(exclude)
+    order = sorted(
+        (item for item in range(bundle.n_items) if item not in banned),
+        key=lambda item: (-scores[item], item),
+    )
+    return [bundle.item_ids[item] for item in order[:k]]
