@@ -6,6 +6,8 @@ The adjacency is the standard LightGCN one, ``Â = D^-1/2 [[0, R], [Rᵀ, 0]] D^
 from the *training* interactions only and stored as a torch sparse CSR tensor (the fastest
 layout for ``Â @ X`` on CPU and CUDA). ``Â`` is symmetric, so the backward pass of ``Â @ X``
 is ``Â @ grad``: :func:`spmm` uses that instead of letting autograd transpose the matrix.
+Item-feature propagation uses the off-diagonal blocks ``Â_ui``/``Â_iu``
+(:func:`bipartite_blocks`), so each edge is touched once per direction.
 """
 
 from __future__ import annotations
