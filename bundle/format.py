@@ -141,6 +141,7 @@ def write_bundle(bundle: Bundle, root: Path, *, update_latest: bool = True) -> P
         raise BundleError(f"bundle {target} already exists; versions are immutable")
     staging = Path(tempfile.mkdtemp(prefix=f".{bundle.model_version}.", dir=root))
     try:
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700: let other users serve it
         np.savez(
             staging / EMBEDDINGS,
             user_embeddings=bundle.user_embeddings,
@@ -183,6 +184,12 @@ def write_bundle(bundle: Bundle, root: Path, *, update_latest: bool = True) -> P
     if update_latest:
         _write_atomic(root / LATEST, bundle.model_version + "\n")
     return target
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def _write_atomic(path: Path, text: str) -> None:

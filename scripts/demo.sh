@@ -12,13 +12,13 @@ export OMP_WAIT_POLICY=PASSIVE
 
 CHECK_ONLY=""
 [ "${1:-}" = "--check" ] && CHECK_ONLY=1
-PORT="${PROMPTMM_PORT:-8000}"
+PORT="${DEMO_PORT:-8000}"
 SHARED_TIKTOK="${PROMPTMM_SHARED_DATASETS:-$REPO/../shared/datasets}/tiktok"
 
-if [ -z "${PROMPTMM_DEMO_DATA:-}" ] && [ -f "$SHARED_TIKTOK/trnMat.pkl" ]; then
+if [ -z "${DEMO_DATA:-}" ] && [ -f "$SHARED_TIKTOK/trnMat.pkl" ]; then
   DATA="$SHARED_TIKTOK"; CONFIG="configs/tiktok.toml"; NAME="tiktok"
 else
-  DATA="${PROMPTMM_DEMO_DATA:-$REPO/data/synthetic}"; CONFIG="configs/synthetic.toml"
+  DATA="${DEMO_DATA:-$REPO/data/synthetic}"; CONFIG="configs/synthetic.toml"
   NAME="$(basename "$DATA")"
   if [ ! -e "$DATA" ]; then
     echo "==> writing a seeded synthetic multi-modal dataset to $DATA"

@@ -47,6 +47,11 @@ def test_round_trip_preserves_everything(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*")), "no staging directory may be left behind"
 
 
+def test_version_directory_is_readable_by_other_users(tmp_path: Path) -> None:
+    directory = write_bundle(make_bundle(), tmp_path)
+    assert directory.stat().st_mode & 0o005 == 0o005, "the API may run as another user"
+
+
 def test_versions_are_immutable_and_latest_moves(tmp_path: Path) -> None:
     first, second = make_bundle(seed=1), make_bundle(seed=2)
     write_bundle(first, tmp_path)
