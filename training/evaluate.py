@@ -112,7 +112,8 @@ def _is_member(csr: sp.csr_matrix, users: np.ndarray, items: torch.Tensor) -> to
     local = torch.arange(items.shape[0], device=items.device).reshape(-1, 1)
     query = local * n_items + items
     pos = torch.searchsorted(keys, query.reshape(-1)).clamp_(max=keys.numel() - 1)
-    return (keys[pos] == query.reshape(-1)).reshape(items.shape)
+    member: torch.Tensor = (keys[pos] == query.reshape(-1)).reshape(items.shape)
+    return member
 
 
 def evaluate(

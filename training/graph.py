@@ -80,18 +80,24 @@ def _csr(
         )
 
 
-class _SymmetricSpMM(torch.autograd.Function):
-    """``adj @ x`` for a symmetric sparse ``adj``: the gradient w.r.t. ``x`` is ``adj @ grad``."""
+class _SparseMM(torch.autograd.Function):
+    """``a @ x`` with the gradient w.r.t. ``x`` taken as ``a_t @ grad`` (``a_t = aᵀ``, given)."""
 
     @staticmethod
-    def forward(ctx: Any, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(adj)
-        return torch.sparse.mm(adj, x)
+    def forward(ctx: Any, a: torch.Tensor, a_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a_t)
+        out: torch.Tensor = torch.sparse.mm(a, x)
+        return out
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
-        (adj,) = ctx.saved_tensors
-        return None, torch.sparse.mm(adj, grad)
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:
+        (a_t,) = ctx.saved_tensors
+        return None, None, torch.sparse.mm(a_t, grad)
+
+
+def _sparse_mm(a: torch.Tensor, a_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    out: torch.Tensor = _SparseMM.apply(a, a_t, x)  # type: ignore[no-untyped-call]
+    return out
 
 
 def spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -106,7 +112,7 @@ def spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """
     if adj.shape[1] != x.shape[0]:
         raise ValueError(f"adjacency is {tuple(adj.shape)} but x has {x.shape[0]} rows")
-    return _SymmetricSpMM.apply(adj, x)
+    return _sparse_mm(adj, adj, x)
 
 
 def propagate(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
@@ -149,20 +155,6 @@ def bipartite_blocks(adj: torch.Tensor, n_users: int) -> tuple[torch.Tensor, tor
     return a_ui, a_iu
 
 
-class _TransposePairSpMM(torch.autograd.Function):
-    """``a @ x`` whose gradient w.r.t. ``x`` is ``a_t @ grad`` (``a_t`` = ``aᵀ``, precomputed)."""
-
-    @staticmethod
-    def forward(ctx: Any, a: torch.Tensor, a_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(a_t)
-        return torch.sparse.mm(a, x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:
-        (a_t,) = ctx.saved_tensors
-        return None, None, torch.sparse.mm(a_t, grad)
-
-
 def user_side(adj: torch.Tensor, item_x: torch.Tensor, n_users: int) -> torch.Tensor:
     """Users aggregate their items' rows through ``Â``: ``Â_ui @ item_x``.
 
@@ -175,13 +167,13 @@ def user_side(adj: torch.Tensor, item_x: torch.Tensor, n_users: int) -> torch.Te
         (U, d): row ``u`` is ``Σ_{i∈N(u)} item_x[i] / sqrt(|N(u)| |N(i)|)``.
     """
     a_ui, a_iu = bipartite_blocks(adj, n_users)
-    return _TransposePairSpMM.apply(a_ui, a_iu, item_x)
+    return _sparse_mm(a_ui, a_iu, item_x)
 
 
 def item_side(adj: torch.Tensor, user_x: torch.Tensor, n_users: int) -> torch.Tensor:
     """Items aggregate their users' rows through ``Â``: ``Â_iu @ user_x``, (I, d)."""
     a_ui, a_iu = bipartite_blocks(adj, n_users)
-    return _TransposePairSpMM.apply(a_iu, a_ui, user_x)
+    return _sparse_mm(a_iu, a_ui, user_x)
 
 
 def item_feature_propagation(
@@ -211,8 +203,8 @@ def item_feature_propagation(
     users_total = item_feat.new_zeros(n_users, item_feat.shape[1])
     items_total = item_feat
     for _ in range(n_hops):
-        user_layer = _TransposePairSpMM.apply(a_ui, a_iu, item_layer)
-        item_layer = _TransposePairSpMM.apply(a_iu, a_ui, user_layer)
+        user_layer = _sparse_mm(a_ui, a_iu, item_layer)
+        item_layer = _sparse_mm(a_iu, a_ui, user_layer)
         users_total = users_total + user_layer
         items_total = items_total + item_layer
     return users_total / n_hops, items_total / (n_hops + 1)

@@ -75,10 +75,11 @@ class Teacher(nn.Module):
         self.item_ego = nn.Parameter(torch.empty(n_items, dim))
         nn.init.xavier_uniform_(self.user_ego)
         nn.init.xavier_uniform_(self.item_ego)
-        self.reduce = nn.ModuleDict({m: nn.Linear(d_m, dim) for m, d_m in modality_dims.items()})
-        for layer in self.reduce.values():
+        reduce = {m: nn.Linear(d_m, dim) for m, d_m in modality_dims.items()}
+        for layer in reduce.values():
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
+        self.reduce = nn.ModuleDict(reduce)
         self.dropout = nn.Dropout(dropout)
 
     def ego_parameters(self) -> tuple[nn.Parameter, nn.Parameter]:
@@ -151,7 +152,10 @@ class Teacher(nn.Module):
             adj, torch.cat(reduced, dim=1), self.n_users, self.feat_hops
         )
         for m, f_u, f_i in zip(
-            self.reduce, f_u_all.split(self.dim, dim=1), f_i_all.split(self.dim, dim=1), strict=True
+            self.reduce,
+            torch.split(f_u_all, self.dim, dim=1),
+            torch.split(f_i_all, self.dim, dim=1),
+            strict=True,
         ):
             modal_users[m], modal_items[m] = f_u, f_i
             user_emb = user_emb + self.alpha * F.normalize(f_u, dim=1)
