@@ -47,10 +47,13 @@ if [ -z "${PROMPTMM_TEST_REDIS_URL:-}" ]; then
 fi
 echo "==> tests use Redis at $PROMPTMM_TEST_REDIS_URL"
 
-if ! command -v docker-compose >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "==> installing docker-compose (validates the compose files; needs no Docker engine)"
-  (apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null) \
-    || echo "docker-compose unavailable: tests/deploy will skip the compose CLI check"
+missing=""
+command -v docker-compose >/dev/null || missing="$missing docker-compose"
+command -v nginx >/dev/null || missing="$missing nginx-light"
+if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "==> installing$missing (to validate the compose files and nginx.conf; no Docker engine needed)"
+  (apt-get update -qq && apt-get install -y -qq $missing >/dev/null) \
+    || echo "could not install$missing: tests/deploy will skip those CLI checks"
 fi
 
 echo "==> ruff"
