@@ -6,7 +6,8 @@ approximate index (HNSW on inner product, or IVF) and returns an :class:`ItemInd
 it over-fetches by the number of excluded items, and falls back to an exact pass over the
 whole catalog for a query where the approximate index returned too few, or where a tie in
 score crosses the fetched boundary. Results are ordered by descending score, ties broken by
-the lower item index (a stable order the offline evaluator must share).
+the lower item index; the returned scores are recomputed in float64, like the offline
+evaluator's (``training/evaluate.py``), so both rank near-ties the same way.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from service.config import Settings
 
 IndexKind = Literal["exact", "hnsw", "ivf"]
 MISSING_ITEM = -1
+# |fl32(x . q) - x . q| <= FLOAT32_DOT_ERROR * dim * |x| |q| for any summation order (with room).
+FLOAT32_DOT_ERROR = 1.2e-7
 
 
 class SearchResult(NamedTuple):
-    """Per-query top-k: ``scores`` float32 (B, k) and ``items`` int64 (B, k).
+    """Per-query top-k: ``scores`` float64 (B, k) and ``items`` int64 (B, k).
 
     A row with fewer than ``k`` candidates (the catalog minus its exclusions is smaller than
     ``k``) is padded at the end with item ``MISSING_ITEM`` and score ``-inf``.
@@ -49,6 +52,7 @@ class ItemIndex:
                 f"shape {item_embeddings.shape} dtype {item_embeddings.dtype}"
             )
         self._items = item_embeddings
+        self._max_norm = float(np.linalg.norm(item_embeddings, axis=1).max(initial=0.0))
         self._index = index
         self.kind: IndexKind = kind
 
@@ -73,7 +77,7 @@ class ItemIndex:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         n_queries = queries.shape[0]
-        scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
+        scores = np.full((n_queries, k), -np.inf, dtype=np.float64)
         items = np.full((n_queries, k), MISSING_ITEM, dtype=np.int64)
         if n_queries == 0:
             return SearchResult(scores, items)
@@ -81,50 +85,65 @@ class ItemIndex:
         fetch = min(self.size, k + max(len(row) for row in excluded) + 1)
         cand_scores, cand_items = self._index.search(queries, fetch)
         for row in range(n_queries):
-            found = self._select(cand_scores[row], cand_items[row], excluded[row], k, fetch)
+            query = queries[row]
+            found = self._select(query, cand_scores[row], cand_items[row], excluded[row], k)
             if found is None:
-                found = self._exact(queries[row], excluded[row], k)
+                found = self._exact(query, excluded[row], k)
             row_scores, row_items = found
             scores[row, : len(row_items)] = row_scores
             items[row, : len(row_items)] = row_items
         return SearchResult(scores, items)
 
+    def _rescore(self, query: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Float64 scores of ``items``, as the offline evaluator computes them."""
+        return np.asarray(self._items[items].astype(np.float64) @ query.astype(np.float64))
+
+    def _margin(self, query: np.ndarray) -> float:
+        """A bound on the error of a float32 score of ``query`` against any item."""
+        return FLOAT32_DOT_ERROR * self.dim * float(np.linalg.norm(query)) * self._max_norm
+
     def _select(
         self,
+        query: np.ndarray,
         cand_scores: np.ndarray,
         cand_items: np.ndarray,
         excluded: np.ndarray,
         k: int,
-        fetch: int,
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """The top-k from one query's candidates, or None when they cannot be trusted."""
-        keep = (cand_items != MISSING_ITEM) & ~np.isin(cand_items, excluded)
-        kept_scores, kept_items = cand_scores[keep], cand_items[keep]
+        """The top-k from one query's candidates, or None when they cannot be trusted.
+
+        They cannot when too few are left after exclusion, or when an item beyond the fetched
+        window could still outrank the k-th (its float32 score is within rounding of it).
+        """
+        valid = cand_items != MISSING_ITEM
+        kept_items = cand_items[valid & ~np.isin(cand_items, excluded)]
         wanted = min(k, self.size - len(excluded))
         if len(kept_items) < wanted:
             return None
+        kept_scores = self._rescore(query, kept_items)
         order = _order(kept_scores, kept_items)[:wanted]
         kept_scores, kept_items = kept_scores[order], kept_items[order]
-        complete = fetch == self.size and self.kind == "exact"
-        if wanted and not complete and kept_scores[-1] <= cand_scores[-1]:
-            return None
+        window_is_catalog = self.kind == "exact" and len(cand_items) == self.size
+        if wanted and not window_is_catalog:
+            boundary = float(cand_scores[valid][-1])
+            if kept_scores[-1] <= boundary + self._margin(query):
+                return None
         return kept_scores, kept_items
 
     def _exact(
         self, query: np.ndarray, excluded: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k of one query over the whole catalog."""
-        all_scores = self._items @ query
+        """Exact top-k of one query over the whole catalog (float64 near the cut)."""
         allowed = np.ones(self.size, dtype=bool)
         allowed[excluded] = False
         candidates = np.flatnonzero(allowed)
-        cand_scores = all_scores[candidates]
+        rough = self._items[candidates] @ query
         if len(candidates) > k:
-            cut = np.partition(cand_scores, len(candidates) - k)[len(candidates) - k]
-            near = cand_scores >= cut
-            candidates, cand_scores = candidates[near], cand_scores[near]
-        order = _order(cand_scores, candidates)[:k]
-        return cand_scores[order], candidates[order].astype(np.int64)
+            cut = np.partition(rough, len(candidates) - k)[len(candidates) - k]
+            candidates = candidates[rough >= cut - 2 * self._margin(query)]
+        scores = self._rescore(query, candidates)
+        order = _order(scores, candidates)[:k]
+        return scores[order], candidates[order].astype(np.int64)
 
 
 def _faiss_index(items: np.ndarray, kind: IndexKind, settings: Settings) -> faiss.Index:

@@ -92,8 +92,8 @@ def contract_settings(
 
 
 def top_k(bundle: Bundle, vector: np.ndarray, k: int, exclude: Iterable[int]) -> list[str]:
-    """Reference ranking: all scores, ``exclude`` dropped, sorted by (-score, item index)."""
-    scores = bundle.item_embeddings @ vector
+    """Reference ranking: float64 scores, ``exclude`` dropped, sorted by (-score, index)."""
+    scores = bundle.item_embeddings.astype(np.float64) @ np.asarray(vector, dtype=np.float64)
     banned = set(exclude)
     order = sorted(
         (item for item in range(bundle.n_items) if item not in banned),

@@ -19,8 +19,8 @@ KINDS = ("exact", "hnsw", "ivf")
 def brute_force(
     items: np.ndarray, query: np.ndarray, k: int, exclude: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The reference: every score, excluded items dropped, sorted by (-score, index)."""
-    scores = items @ query
+    """The reference: float64 scores, excluded items dropped, sorted by (-score, index)."""
+    scores = items.astype(np.float64) @ query.astype(np.float64)
     candidates = np.setdiff1d(np.arange(len(items)), exclude)
     order = sorted(candidates.tolist(), key=lambda item: (-scores[item], item))[:k]
     return scores[order], np.asarray(order)
@@ -69,6 +69,23 @@ def test_exact_ties_are_broken_by_lower_item_index() -> None:
 
     assert result.items[0].tolist() == [3, 11, 15, 19, 23]
     assert len(set(result.scores[0].tolist())) == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_float32_ties_are_ranked_by_float64_scores_like_the_evaluator(kind: str) -> None:
+    # In float32, 1 + 1e-8 rounds to 1: items 0 and 1 would tie and item 0 would come first.
+    # The offline evaluator scores in float64, where item 1 is higher; the service must agree.
+    items = np.zeros((30, 2), dtype=np.float32)
+    items[0] = [1.0, 0.0]
+    items[1] = [1.0, 1e-8]
+    items[2:, 0] = np.linspace(-1.0, 0.5, 28)
+    query = np.ones((1, 2), dtype=np.float32)
+    index = build_index(items, kind, SETTINGS)
+
+    result = index.search(query, 2, [np.empty(0, dtype=np.int64)])
+
+    assert result.items[0].tolist() == [1, 0]
+    assert result.scores[0, 0] > result.scores[0, 1]
 
 
 @pytest.mark.parametrize("kind", KINDS)
