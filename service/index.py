@@ -12,6 +12,7 @@ evaluator's (``training/evaluate.py``), so both rank near-ties the same way.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
@@ -20,10 +21,14 @@ import numpy as np
 
 from service.config import Settings
 
+logger = logging.getLogger(__name__)
+
 IndexKind = Literal["exact", "hnsw", "ivf"]
 MISSING_ITEM = -1
 # |fl32(x . q) - x . q| <= FLOAT32_DOT_ERROR * dim * |x| |q| for any summation order (with room).
 FLOAT32_DOT_ERROR = 1.2e-7
+# FAISS wants at least 39 training points per IVF cell; fewer cells for smaller catalogs.
+IVF_POINTS_PER_CELL = 39
 
 
 class SearchResult(NamedTuple):
@@ -155,7 +160,11 @@ def _faiss_index(items: np.ndarray, kind: IndexKind, settings: Settings) -> fais
         index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = settings.hnsw_ef_search
     elif kind == "ivf":
-        nlist = max(1, min(settings.ivf_nlist, items.shape[0]))
+        nlist = max(1, min(settings.ivf_nlist, items.shape[0] // IVF_POINTS_PER_CELL))
+        if nlist < settings.ivf_nlist:
+            logger.info(
+                "ivf: %d items support %d cells, not %d", len(items), nlist, settings.ivf_nlist
+            )
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.train(items)

@@ -31,11 +31,21 @@ DESCRIPTION = (
 )
 
 
+def _configure_logging(level: str) -> None:
+    """Set the service's log level; give it a stderr handler when nothing else logs it."""
+    service_logger = logging.getLogger("service")
+    service_logger.setLevel(level.upper())
+    if not service_logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        service_logger.addHandler(handler)
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
-    logging.getLogger("service").setLevel(settings.log_level.upper())
+    _configure_logging(settings.log_level)
     store = open_store(settings)
     try:
         recommender = await run_in_threadpool(
