@@ -1,9 +1,15 @@
 """Incremental fine-tuning of one user vector against frozen item embeddings (numpy only).
 
 A few gradient steps of the BPR objective over all pairs (positive, sampled negative) of
-the user, plus a proximal term that keeps the vector near where it started:
+the user, plus a proximal term that keeps the user's scores near where they started:
 
-    L(u) = -mean_{i in P, j in N} log sigmoid(u . (e_i - e_j)) + prox / 2 * ||u - u0||^2
+    L(u) = -mean_{i in P, j in N} log sigmoid(u . (e_i - e_j)) + prox / 2 * s * ||u - u0||^2
+
+where ``s = mean(e_kd^2)`` is the item embeddings' mean squared coordinate, so the proximal
+term is the mean squared change of the user's scores for isotropic items. Steps are
+``u <- u - lr / s * grad L``: preconditioned by ``s``, the same ``lr`` moves scores by the same
+amount whatever the scale of the exported embeddings (the update is invariant to scaling
+items by c and users by 1/c).
 
 With P positives (at most ``n_neg`` per step, sampled when the user has more) and N = n_neg
 negatives a step costs O((P + N) * dim + P * N), so an update takes milliseconds on a CPU. Item
@@ -19,6 +25,11 @@ import numpy as np
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return np.asarray(0.5 * (1.0 + np.tanh(0.5 * x)))
+
+
+def mean_square(item_emb: np.ndarray) -> float:
+    """Mean squared coordinate of ``item_emb`` (n_items, dim): the step preconditioner."""
+    return float(np.mean(np.square(item_emb, dtype=np.float64)))
 
 
 def sample_negatives(
@@ -42,14 +53,17 @@ def finetune_user(
     lr: float,
     n_neg: int,
     prox: float,
+    *,
+    item_scale: float | None = None,
 ) -> np.ndarray:
     """Return the user vector after ``steps`` BPR gradient steps; inputs are not modified.
 
     ``item_emb`` (n_items, dim) float32; ``start_vec`` (dim,) or None for a new user (zeros);
     ``positives`` item indices the user interacted with. Each step draws ``n_neg`` fresh
     negatives uniformly (with replacement) from the other items, and uses every positive, or
-    ``n_neg`` of them drawn with replacement when there are more. Returns a new float32
-    vector of shape (dim,).
+    ``n_neg`` of them drawn with replacement when there are more. ``item_scale`` is ``s``
+    above (computed from ``item_emb`` when None; pass it to save the pass over the catalog).
+    Returns a new float32 vector of shape (dim,).
     """
     if item_emb.ndim != 2:
         raise ValueError(f"item_emb must be (n_items, dim), got shape {item_emb.shape}")
@@ -65,6 +79,9 @@ def finetune_user(
     positives = np.unique(np.asarray(positives, dtype=np.int64))
     if positives.size and (positives[0] < 0 or positives[-1] >= n_items):
         raise ValueError(f"positives must be item indices in [0, {n_items})")
+    scale = mean_square(item_emb) if item_scale is None else float(item_scale)
+    if not scale > 0:
+        raise ValueError(f"item_scale must be > 0 (item embeddings all zero?), got {scale}")
     user = start.copy()
     if positives.size == 0:
         return user.astype(np.float32)
@@ -82,7 +99,7 @@ def finetune_user(
         grad_bpr = (
             neg_emb.T @ weights.sum(axis=0) - pos_emb.T @ weights.sum(axis=1)
         ) / margins.size
-        user -= lr * (grad_bpr + prox * (user - start))
+        user -= (lr / scale) * grad_bpr + (lr * prox) * (user - start)
     if not (np.abs(user) <= np.finfo(np.float32).max).all():
         raise ValueError("fine-tuning diverged (user vector beyond float32); lower finetune_lr")
     return user.astype(np.float32)

@@ -26,7 +26,7 @@ import numpy as np
 from bundle import Bundle, read_bundle
 from service.config import Settings
 from service.errors import UnknownItemsError, UnknownUserError
-from service.finetune import finetune_user
+from service.finetune import finetune_user, mean_square
 from service.index import MISSING_ITEM, ItemIndex, build_index
 from service.store.base import Event, Store
 
@@ -86,6 +86,7 @@ class Recommender:
         self._on_finetune = on_finetune
         self._items = _read_only(bundle.item_embeddings)
         self._users = _read_only(bundle.user_embeddings)
+        self._item_scale = mean_square(self._items)
         self._mean_user = _read_only(bundle.user_embeddings.mean(axis=0).astype(np.float32))
         self._user_index = {user: row for row, user in enumerate(bundle.user_ids)}
         self._item_index = {item: col for col, item in enumerate(bundle.item_ids)}
@@ -244,6 +245,7 @@ class Recommender:
             lr=self._settings.finetune_lr,
             n_neg=self._settings.finetune_negatives,
             prox=self._settings.finetune_prox,
+            item_scale=self._item_scale,
         )
         if self._on_finetune is not None:
             self._on_finetune(time.perf_counter() - started)

@@ -24,9 +24,46 @@ def test_one_step_matches_the_hand_computed_gradient() -> None:
     # the proximal term is zero at the start
     expected = start - lr * grad_bpr
 
-    vec = finetune_user(items, start, np.array([0, 1]), np.random.default_rng(0), 1, lr, 2, prox)
+    vec = finetune_user(
+        items, start, np.array([0, 1]), np.random.default_rng(0), 1, lr, 2, prox, item_scale=1.0
+    )
 
     np.testing.assert_allclose(vec, expected, rtol=1e-6)
+
+
+def test_steps_are_preconditioned_by_the_item_scale() -> None:
+    # Same setting, automatic scale: mean squared coordinate of the items is 3 / 6 = 0.5.
+    items = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], dtype=np.float32)
+    start = np.array([0.5, 0.25])
+    unit = finetune_user(items, start, np.array([0, 1]), np.random.default_rng(0), 1, 0.1, 2, 0.0)
+    double = finetune_user(
+        items, start, np.array([0, 1]), np.random.default_rng(0), 1, 0.2, 2, 0.0, item_scale=1.0
+    )
+
+    np.testing.assert_allclose(unit, double, rtol=1e-6)
+
+
+def test_updated_scores_do_not_depend_on_the_embedding_scale() -> None:
+    rng = np.random.default_rng(6)
+    items = rng.standard_normal((300, 16))
+    start = rng.standard_normal(16)
+    positives = np.array([4, 40, 140])
+
+    def scores(scale: float) -> np.ndarray:
+        vec = finetune_user(
+            (items * scale).astype(np.float32),
+            start / scale,
+            positives,
+            np.random.default_rng(7),
+            20,
+            2.0,
+            64,
+            0.01,
+        )
+        return np.asarray((items * scale) @ vec)
+
+    np.testing.assert_allclose(scores(0.05), scores(1.0), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(scores(20.0), scores(1.0), rtol=1e-3, atol=1e-3)
 
 
 def test_updates_raise_positives_above_negatives_and_leave_inputs_alone() -> None:
@@ -111,6 +148,12 @@ def test_bad_arguments_are_refused(
 
 
 def test_divergence_raises() -> None:
-    items = np.array([[1e30, 0.0], [-1e30, 0.0]], dtype=np.float32)
+    items = np.array([[1.0, 0.0], [-1.0, 0.0]], dtype=np.float32)
     with pytest.raises(ValueError, match="diverged"):
-        finetune_user(items, None, np.array([0]), np.random.default_rng(0), 50, 1e10, 1, 0.0)
+        finetune_user(items, None, np.array([0]), np.random.default_rng(0), 1, 1e40, 1, 0.0)
+
+
+def test_all_zero_items_are_refused() -> None:
+    items = np.zeros((4, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match="item_scale must be > 0"):
+        finetune_user(items, None, np.array([0]), np.random.default_rng(0), 1, 0.1, 2, 0.1)
