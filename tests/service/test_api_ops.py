@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from service.main import create_app
+from service.store.base import StoreError
 from tests.service.bundles import AUTH, CONTRACT, contract_settings, write_random_bundle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,6 +54,20 @@ def test_readyz_is_503_with_a_reason_when_the_store_does_not_answer(
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable", "reason": "store does not answer ping"}
     assert sqlite_client.get("/healthz").status_code == 200
+
+
+def test_a_store_failure_is_503_naming_the_store(
+    sqlite_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreachable(*_args: object) -> None:
+        raise StoreError("database is locked")
+
+    monkeypatch.setattr(sqlite_client.app.state.store, "get_vector", unreachable)  # type: ignore[attr-defined]
+
+    response = sqlite_client.post("/recommend", json={"user_id": "1"})
+
+    assert response.status_code == 503
+    assert response.json() == {"detail": "store unavailable: database is locked"}
 
 
 def metric_lines(client: TestClient) -> list[str]:
