@@ -60,16 +60,26 @@ class PromptConfig:
 
 @dataclass(frozen=True)
 class StudentConfig:
-    """LightGCN student (method.md section 4); ``n_layers = 0`` is MF."""
+    """LightGCN student (method.md section 4); ``n_layers = 0`` is MF.
+
+    ``init_from_teacher`` copies the teacher's ID ego tables into the student before stage 2
+    (needs a teacher of the same ``dim``).
+    """
 
     dim: int = 64
     n_layers: int = 2
     l2_weight: float = 1e-4
+    init_from_teacher: bool = False
 
 
 @dataclass(frozen=True)
 class KDConfig:
-    """Stage-2 distillation weights (Eq. 12) and their hyper-parameters."""
+    """Stage-2 distillation weights (Eq. 12) and their hyper-parameters.
+
+    ``tune_prompt`` trains the prompt module with the student through the frozen teacher;
+    ``prompt_every`` recomputes the prompt-dependent KD targets (with gradient into the
+    prompt) every that many steps and reuses them, detached, in between (1: every step).
+    """
 
     pair_weight: float = 1.0
     list_weight: float = 1.0
@@ -81,6 +91,7 @@ class KDConfig:
     sce_gamma: float = 1.0
     teacher_eval_mode: bool = True
     tune_prompt: bool = True
+    prompt_every: int = 1
 
 
 @dataclass(frozen=True)

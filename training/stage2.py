@@ -5,7 +5,8 @@ L = BPR + l2 + kd.pair_weight PairKD + kd.list_weight ListKD + kd.emb_weight Emb
 The teacher's parameters are frozen and it runs in eval mode (``kd.teacher_eval_mode``).
 When the prompt module is tuned (``kd.tune_prompt`` and ``prompt.rate`` > 0) the KD targets
 are recomputed through the teacher each step so their gradients reach the prompt, and one
-AdamW updates student + prompt; the teacher's ID part (which no prompt changes) is still
+AdamW updates student + prompt (``kd.prompt_every`` > 1: recomputed every that many steps and
+reused, detached, in between); the teacher's ID part (which no prompt changes) is still
 propagated only once. Otherwise the targets do not change during stage 2 and are computed
 once. With every KD weight 0 (or no teacher) this is LightGCN trained alone.
 """
@@ -39,8 +40,12 @@ class KDTargets:
         for param in bundle.teacher.parameters():
             param.requires_grad_(False)
         bundle.teacher.train(not config.kd.teacher_eval_mode)
+        if config.kd.prompt_every < 1:
+            raise ValueError(f"kd.prompt_every must be >= 1, got {config.kd.prompt_every}")
         self.tune_prompt = bundle.prompt is not None and config.kd.tune_prompt
+        self.every, self._calls = config.kd.prompt_every, 0
         self._fixed: TeacherOutput | None = None
+        self._last: TeacherOutput | None = None
         with torch.no_grad():
             self._ids = bundle.teacher.propagate_ids(ctx.adj)
             if not self.tune_prompt:
@@ -53,9 +58,22 @@ class KDTargets:
         return []
 
     def __call__(self) -> TeacherOutput:
+        """The targets for this step (fresh, with gradient into the prompt, when due)."""
         if self._fixed is not None:
             return self._fixed
-        return self.bundle.forward(self.ctx, self._ids)
+        due = self._calls % self.every == 0 or self._last is None
+        self._calls += 1
+        if not due:
+            return self._last  # type: ignore[return-value]
+        out = self.bundle.forward(self.ctx, self._ids)
+        if self.every > 1:
+            self._last = TeacherOutput(
+                out.user_emb.detach(),
+                out.item_emb.detach(),
+                {m: t.detach() for m, t in out.modal_users.items()},
+                {m: t.detach() for m, t in out.modal_items.items()},
+            )
+        return out
 
 
 @dataclass(frozen=True)
@@ -139,6 +157,12 @@ def train_student(
     cfg, train = config.student, config.stage2
     student = Student(ctx.dataset.n_users, ctx.dataset.n_items, cfg.dim, cfg.n_layers)
     student = student.to(ctx.device)
+    if cfg.init_from_teacher:
+        if teacher is None:
+            raise ValueError(
+                "student.init_from_teacher = true needs a teacher (stage 1 or --teacher)"
+            )
+        student.load_ego(*teacher.teacher.ego_parameters())
     targets = (
         KDTargets(teacher, ctx, config) if teacher is not None and _kd_active(config) else None
     )

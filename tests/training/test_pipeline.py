@@ -98,6 +98,42 @@ def test_prompt_trains_with_the_student_and_the_teacher_stays_frozen(
     assert any(changed), "stage 2 should have updated the prompt module"
 
 
+def test_prompt_every_n_steps_still_tunes_the_prompt(
+    synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    config = tiny_config(
+        synthetic_dataset,
+        tmp_path,
+        "stage1.max_epochs=1",
+        "stage2.max_epochs=1",
+        "kd.prompt_every=3",
+    )
+    result = run_pipeline(config, export=False)
+    assert result.teacher is not None and result.teacher.prompt is not None
+    saved = torch.load(result.run_dir / TEACHER_CKPT, weights_only=True)["prompt"]
+    current = result.teacher.prompt.state_dict()
+    assert any(not torch.equal(current[key], value) for key, value in saved.items())
+
+
+def test_teacher_init_copies_the_teacher_ids(synthetic_dataset: Path, tmp_path: Path) -> None:
+    config = tiny_config(
+        synthetic_dataset,
+        tmp_path,
+        "student.init_from_teacher=true",
+        "stage2.max_epochs=1",
+        "stage2.lr=0",
+        "kd.tune_prompt=false",
+    )
+    result = run_pipeline(config, export=False)
+    assert result.teacher is not None and result.student is not None
+    for student_ego, teacher_ego in zip(
+        result.student.student.ego_parameters(),
+        result.teacher.teacher.ego_parameters(),
+        strict=True,
+    ):
+        torch.testing.assert_close(student_ego, teacher_ego)
+
+
 def test_lightgcn_alone_needs_no_teacher(synthetic_dataset: Path, tmp_path: Path) -> None:
     config = tiny_config(
         synthetic_dataset,
