@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,11 @@ def check_finite(loss: torch.Tensor, parts: Mapping[str, float], where: str) -> 
             f"{where}: loss is {value} ({detail}); lower the learning rate or the KD weights"
         )
     return value
+
+
+def total_loss(parts: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The sum of scalar loss tensors (at least one)."""
+    return torch.stack(list(parts)).sum()
 
 
 def copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

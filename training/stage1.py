@@ -17,7 +17,7 @@ import torch
 
 from training.config import Config
 from training.context import TrainingContext
-from training.loop import FitResult, State, check_finite, copy_state, fit
+from training.loop import FitResult, State, check_finite, copy_state, fit, total_loss
 from training.losses import bpr_loss, l2_reg
 from training.models import PromptModule, Teacher, TeacherOutput, pca_tokens
 from training.runs import RunDir
@@ -106,7 +106,7 @@ def _teacher_loss(
         "l2": config.teacher.l2_weight * l2_reg(ego_users[users], ego_items[pos], ego_items[neg]),
     }
     if config.teacher.modal_bpr_weight > 0:
-        modal = sum(
+        modal = total_loss(
             bpr_loss(
                 (out.modal_users[m][users] * out.modal_items[m][pos]).sum(-1),
                 (out.modal_users[m][users] * out.modal_items[m][neg]).sum(-1),
@@ -114,10 +114,12 @@ def _teacher_loss(
             for m in out.modal_items
         )
         parts["modal_bpr"] = config.teacher.modal_bpr_weight * modal
-    return sum(parts.values()), parts  # type: ignore[return-value]
+    return total_loss(parts.values()), parts
 
 
-def validate_teacher(bundle: TeacherBundle, ctx: TrainingContext, test: bool = False) -> dict:
+def validate_teacher(
+    bundle: TeacherBundle, ctx: TrainingContext, test: bool = False
+) -> dict[str, float]:
     """Validation (or test) metrics of the teacher's own scores, in eval mode."""
     bundle.train(False)
     with torch.no_grad():

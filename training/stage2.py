@@ -21,7 +21,7 @@ import torch
 
 from training.config import Config
 from training.context import TrainingContext
-from training.loop import FitResult, State, check_finite, copy_state, fit
+from training.loop import FitResult, State, check_finite, copy_state, fit, total_loss
 from training.losses import bpr_loss, l2_reg, list_kd_loss, pair_kd_loss, sce_loss
 from training.models import Student, TeacherOutput
 from training.runs import RunDir
@@ -115,7 +115,7 @@ def _student_loss(
         "l2": config.student.l2_weight * l2_reg(ego_users[users], ego_items[pos], ego_items[neg]),
     }
     if targets is None:
-        return sum(parts.values()), parts  # type: ignore[return-value]
+        return total_loss(parts.values()), parts
     teacher = targets()
     if kd.pair_weight > 0:
         tu = teacher.user_emb[users]
@@ -125,7 +125,7 @@ def _student_loss(
         negatives = ctx.sampler.negatives(users, kd.list_size - 1, ctx.generator)
         items = torch.cat([pos[:, None], negatives], dim=1)
         student_logits = _dot(u[:, None, :], item_emb[items])
-        parts["list_kd"] = kd.list_weight * sum(
+        parts["list_kd"] = kd.list_weight * total_loss(
             list_kd_loss(
                 _dot(teacher.modal_users[m][users][:, None, :], teacher.modal_items[m][items]),
                 student_logits,
@@ -136,7 +136,7 @@ def _student_loss(
         )
     if kd.emb_weight > 0:
         student_all = torch.cat([user_emb, item_emb])
-        parts["emb_kd"] = kd.emb_weight * sum(
+        parts["emb_kd"] = kd.emb_weight * total_loss(
             sce_loss(
                 student_all,
                 torch.cat([teacher.modal_users[m], teacher.modal_items[m]]),
@@ -144,7 +144,7 @@ def _student_loss(
             )
             for m in teacher.modal_items
         )
-    return sum(parts.values()), parts  # type: ignore[return-value]
+    return total_loss(parts.values()), parts
 
 
 def train_student(
