@@ -52,14 +52,14 @@ USER_ID=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['users']
   "$PROMPTMM_BUNDLE_PATH/$(cat "$PROMPTMM_BUNDLE_PATH/LATEST")/ids.json")
 ITEM_ID=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['items'][1])" \
   "$PROMPTMM_BUNDLE_PATH/$(cat "$PROMPTMM_BUNDLE_PATH/LATEST")/ids.json")
-run() { echo "\$ $*"; "$@"; echo; echo; }
-echo "==> try it (API key: $PROMPTMM_API_KEY)"
-run curl -sS -X POST "http://127.0.0.1:$PORT/recommend" -H 'Content-Type: application/json' \
-  -d "{\"user_id\": \"$USER_ID\", \"k\": 5}"
-run curl -sS -X POST "http://127.0.0.1:$PORT/interactions" -H 'Content-Type: application/json' \
-  -H "X-API-Key: $PROMPTMM_API_KEY" -d "{\"user_id\": \"$USER_ID\", \"item_ids\": [\"$ITEM_ID\"]}"
-run curl -sS -X POST "http://127.0.0.1:$PORT/recommend" -H 'Content-Type: application/json' \
-  -d "{\"user_id\": \"$USER_ID\", \"k\": 5}"
+BASE="http://127.0.0.1:$PORT"
+RECOMMEND="curl -sS -X POST $BASE/recommend -H 'Content-Type: application/json' -d '{\"user_id\": \"$USER_ID\", \"k\": 5}'"
+INTERACT="curl -sS -X POST $BASE/interactions -H 'Content-Type: application/json' -H 'X-API-Key: $PROMPTMM_API_KEY' -d '{\"user_id\": \"$USER_ID\", \"item_ids\": [\"$ITEM_ID\"]}'"
+run() { echo "\$ $1"; eval "$1"; echo; echo; }
+echo "==> try it: recommend, post an interaction, recommend again (the item is now excluded)"
+run "$RECOMMEND"
+run "$INTERACT"
+run "$RECOMMEND"
 echo "OpenAPI docs: http://127.0.0.1:$PORT/docs   metrics: http://127.0.0.1:$PORT/metrics"
 
 [ -n "$CHECK_ONLY" ] && exit 0
