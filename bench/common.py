@@ -74,9 +74,11 @@ def cpu_model() -> str:
 
 
 def machine_line() -> str:
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     return (
         f"{os.cpu_count()} CPU cores (nproc), {cpu_model()}, Python {platform.python_version()}, "
-        f"{platform.system()} {platform.release()}"
+        f"{platform.system()} {platform.release()}; load average (1, 5, 15 min) at the end: "
+        f"{load}"
     )
 
 
