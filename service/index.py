@@ -47,6 +47,14 @@ def _order(scores: np.ndarray, items: np.ndarray) -> np.ndarray:
     return np.lexsort((items, -scores))
 
 
+def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """``np.isin(values, sorted_set)`` for a sorted unique ``sorted_set``, by binary search."""
+    if len(sorted_set) == 0:
+        return np.zeros(len(values), dtype=bool)
+    positions = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return np.asarray(sorted_set[positions] == values)
+
+
 class ItemIndex:
     """A read-only top-k searcher over ``item_embeddings`` (n_items, dim) float32."""
 
@@ -121,7 +129,7 @@ class ItemIndex:
         window could still outrank the k-th (its float32 score is within rounding of it).
         """
         valid = cand_items != MISSING_ITEM
-        kept_items = cand_items[valid & ~np.isin(cand_items, excluded)]
+        kept_items = cand_items[valid & ~_member(cand_items, excluded)]
         wanted = min(k, self.size - len(excluded))
         if len(kept_items) < wanted:
             return None

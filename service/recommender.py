@@ -206,7 +206,7 @@ class Recommender:
         seen: set[str] | None = None
         if vector is None:
             seen = self._store.seen(user_id)
-            if seen.intersection(self._item_index):
+            if any(item in self._item_index for item in seen):
                 vector = self._refold(user_id)
             elif user_id in self._user_index:
                 vector = self._users[self._user_index[user_id]]
@@ -214,7 +214,8 @@ class Recommender:
             return _UserState(vector, np.empty(0, dtype=np.int64))
         if seen is None:
             seen = self._store.seen(user_id)
-        exclude = np.union1d(self._train_items(user_id), self._seen_indices(seen))
+        train = self._train_items(user_id)
+        exclude = np.union1d(train, self._seen_indices(seen)) if seen else train
         return _UserState(vector, exclude)
 
     def _refold(self, user_id: str) -> np.ndarray:

@@ -30,10 +30,13 @@ _api_key_header = APIKeyHeader(
 )
 
 
-def require_api_key(
+async def require_api_key(
     request: Request, key: Annotated[str | None, Security(_api_key_header)]
 ) -> None:
-    """Let the request through only with the configured key (or when writes are open)."""
+    """Let the request through only with the configured key (or when writes are open).
+
+    ``async`` (no blocking work) so that FastAPI does not run it in the thread pool.
+    """
     settings: Settings = request.app.state.settings
     if settings.api_key is None:
         return
