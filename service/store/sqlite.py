@@ -5,8 +5,13 @@ Design:
 - ``journal_mode=WAL`` (readers never block the writer, several processes may open the file)
   and ``synchronous=FULL`` (the WAL is fsynced at every commit, so an append that returned
   survives a ``kill -9`` of the process and a power loss of the machine).
-- One ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction per :meth:`SQLiteStore.append`: every
-  event of a batch is written, or none is.
+- Group commit: writes (:meth:`SQLiteStore.append`, :meth:`SQLiteStore.put_vector`) queue up;
+  one writer at a time (the first to take the commit lock) applies every queued write in one
+  ``BEGIN IMMEDIATE`` ... ``COMMIT``, each in its own ``SAVEPOINT`` so that a failing write
+  rolls back alone (every event of one ``append`` is written, or none is). Each caller returns
+  only after the commit that holds its own write (one fsync for all of them), so an
+  acknowledged write is still durable; concurrent writers of one process share fsyncs instead
+  of queueing on SQLite's write lock with its sleeping busy handler.
 - ``interactions`` is an append-only log: one row per (user, item, timestamp); repeated
   interactions are kept with their own timestamps and :meth:`SQLiteStore.seen` returns the
   distinct set.
@@ -23,7 +28,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -55,6 +60,18 @@ _SCHEMA_V1 = (
 )
 
 
+class _PendingWrite:
+    """One queued write: ``apply`` runs inside the group's transaction, by whichever caller
+    commits; ``done`` (set under the commit lock) and the errors tell its own caller the end.
+    """
+
+    def __init__(self, apply: Callable[[sqlite3.Connection], None]) -> None:
+        self.apply = apply
+        self.done = False
+        self.error: Exception | None = None
+        self.commit_error: sqlite3.Error | StoreError | None = None
+
+
 class SQLiteStore:
     """:class:`~service.store.base.Store` backed by one SQLite file (created with its parents)."""
 
@@ -62,6 +79,9 @@ class SQLiteStore:
         self._path = Path(path)
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
+        self._queue: list[_PendingWrite] = []
         self._connections: list[sqlite3.Connection] = []
         self._closed = False
         try:
@@ -80,9 +100,13 @@ class SQLiteStore:
 
     def append(self, events: Sequence[Event]) -> None:
         """Write every event in one transaction; a bad event rolls the whole batch back."""
-        with self._errors("append"), self._transaction() as conn:
-            for event in events:
-                self._write_event(conn, check_event(event))
+        checked = [check_event(event) for event in events]
+
+        def write(conn: sqlite3.Connection) -> None:
+            for event in checked:
+                self._write_event(conn, event)
+
+        self._commit_write(write, "append")
 
     def seen(self, user_id: str) -> set[str]:
         with self._errors("read seen items"):
@@ -116,15 +140,19 @@ class SQLiteStore:
         if not model_version:
             raise ValueError("model_version must be a non-empty string")
         blob = vector_to_bytes(vector)
-        with self._errors("write a user vector"):
-            self._connection().execute(
+        row = (user_id, model_version, len(blob) // 4, blob, time.time())
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 """INSERT INTO vectors (user_id, model_version, dim, vec, updated_at)
                    VALUES (?, ?, ?, ?, ?)
                    ON CONFLICT (user_id, model_version)
                    DO UPDATE SET dim = excluded.dim, vec = excluded.vec,
                                  updated_at = excluded.updated_at""",
-                (user_id, model_version, len(blob) // 4, blob, time.time()),
+                row,
             )
+
+        self._commit_write(write, "write a user vector")
 
     def ping(self) -> bool:
         if self._closed:
@@ -142,6 +170,49 @@ class SQLiteStore:
             connections, self._connections = self._connections, []
         for conn in connections:
             conn.close()
+
+    def _commit_write(self, apply: Callable[[sqlite3.Connection], None], action: str) -> None:
+        """Queue ``apply`` and return once a commit that holds it is durable (group commit)."""
+        write = _PendingWrite(apply)
+        with self._queue_lock:
+            self._queue.append(write)
+        with self._commit_lock:
+            if not write.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit_batch(batch)
+        if write.error is not None:
+            raise write.error
+        if write.commit_error is not None:
+            raise StoreError(
+                f"SQLite store {self._path}: cannot {action}: {write.commit_error}"
+            ) from write.commit_error
+
+    def _commit_batch(self, batch: list[_PendingWrite]) -> None:
+        """Apply ``batch`` in one transaction, each write in its own savepoint; mark all done."""
+        try:
+            with self._transaction() as conn:
+                for write in batch:
+                    conn.execute("SAVEPOINT pending_write")
+                    try:
+                        write.apply(conn)
+                    except Exception as exc:  # raised again by the write's own caller
+                        conn.execute("ROLLBACK TO pending_write")
+                        write.error = exc
+                    conn.execute("RELEASE pending_write")
+        except BaseException as exc:
+            failure = (
+                exc
+                if isinstance(exc, sqlite3.Error | StoreError)
+                else StoreError(f"commit interrupted: {exc!r}")
+            )
+            for write in batch:
+                write.commit_error = failure
+            if failure is not exc:
+                raise
+        finally:
+            for write in batch:
+                write.done = True
 
     def _write_event(self, conn: sqlite3.Connection, event: Event) -> None:
         conn.executemany(
