@@ -253,8 +253,8 @@ def resolve_path(value: str, base: Path, *, shared_env: bool) -> str:
         return str(path)
     env = os.environ.get(SHARED_DATASETS_ENV)
     if shared_env and env and path.parts[: len(SHARED_PREFIX)] == SHARED_PREFIX:
-        return str(Path(env, *path.parts[len(SHARED_PREFIX) :]).resolve())
-    return str((base / path).resolve())
+        return os.path.abspath(Path(env, *path.parts[len(SHARED_PREFIX) :]))
+    return os.path.abspath(base / path)  # normalised, symlinks kept: ../shared may be a link
 
 
 def _with_paths(config: Config, base: Path, only: set[tuple[str, str]] | None = None) -> Config:
