@@ -51,17 +51,24 @@ class Settings(BaseSettings):
     max_batch: int = Field(256, ge=1, description="Most users/events in one batch request.")
     max_items_per_event: int = Field(1000, ge=1, description="Most item_ids in one event.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body.")
-    finetune_steps: int = Field(20, ge=0, description="Gradient steps per user update.")
+    finetune_method: Literal["mean", "bpr"] = Field(
+        "mean",
+        description="User update: mean (move towards the positives' centroid) or bpr steps.",
+    )
+    finetune_beta: float = Field(
+        0.3, ge=0, description="Mean update: step towards the positives' centroid."
+    )
+    finetune_steps: int = Field(20, ge=0, description="BPR gradient steps per user update.")
     finetune_lr: float = Field(
         2.0,
         gt=0,
-        description="Fine-tune step size, relative to the items' mean squared coordinate.",
+        description="BPR step size, relative to the items' mean squared coordinate.",
     )
-    finetune_negatives: int = Field(64, ge=1, description="Negatives sampled per update.")
+    finetune_negatives: int = Field(64, ge=1, description="BPR negatives sampled per step.")
     finetune_prox: float = Field(
         0.01,
         ge=0,
-        description="Weight that keeps the user's scores near their previous values.",
+        description="BPR weight that keeps the user's scores near their previous values.",
     )
     log_level: str = Field("INFO", description="Python logging level.")
 

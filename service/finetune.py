@@ -1,26 +1,34 @@
-"""Incremental fine-tuning of one user vector against frozen item embeddings (numpy only).
+"""Incremental update of one user vector against frozen item embeddings (numpy only).
 
-A few gradient steps of the BPR objective over all pairs (positive, sampled negative) of
-the user, plus a proximal term that keeps the user's scores near where they started:
+Two methods, both given the user's previous vector ``u0`` and ALL their positives ``P``:
+
+- ``mean`` (the default): ``u = u0 + beta / s * mean_{i in P} e_i``, a step towards the
+  centroid of the user's items. O(P * dim), well under a millisecond. Chosen, with
+  ``beta = 0.3``, by ``bench/finetune_select.py`` on selection sets that never read the test
+  split (bench/results/finetune-select.md): it beat the BPR steps below and a ridge fold-in.
+- ``bpr``: a few gradient steps of the BPR objective over all pairs (positive, sampled
+  negative), plus a proximal term that keeps the user's scores near where they started:
 
     L(u) = -mean_{i in P, j in N} log sigmoid(u . (e_i - e_j)) + prox / 2 * s * ||u - u0||^2
 
-where ``s = mean(e_kd^2)`` is the item embeddings' mean squared coordinate, so the proximal
-term is the mean squared change of the user's scores for isotropic items. Steps are
-``u <- u - lr / s * grad L``: preconditioned by ``s``, the same ``lr`` moves scores by the same
-amount whatever the scale of the exported embeddings (the update is invariant to scaling
-items by c and users by 1/c).
+  Steps are ``u <- u - lr / s * grad L``. With at most ``n_neg`` positives and ``n_neg``
+  negatives per step a step costs O(n_neg * dim + n_neg^2): milliseconds per update.
 
-With P positives (at most ``n_neg`` per step, sampled when the user has more) and N = n_neg
-negatives a step costs O((P + N) * dim + P * N), so an update takes milliseconds on a CPU. Item
-embeddings are only read. A new user starts from ``start_vec = None`` (zeros) or whatever
-the caller passes (the service passes the mean user vector), and folds in from its first
-positives.
+``s = mean(e_kd^2)`` is the item embeddings' mean squared coordinate; dividing by it makes
+both methods invariant to scaling items by c and users by 1/c (the updated scores do not
+change), so ``beta``, ``lr`` and ``prox`` do not depend on the scale of the exported
+embeddings. Item embeddings are only read. A new user starts from ``start_vec = None``
+(zeros) or whatever the caller passes (the service passes the mean user vector), and folds
+in from its first positives.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
+
+FinetuneMethod = Literal["mean", "bpr"]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -44,6 +52,18 @@ def sample_negatives(
     return free[rng.integers(0, free.size, size=size)]
 
 
+def mean_fold_in(
+    item_emb: np.ndarray, start: np.ndarray, positives: np.ndarray, beta: float, item_scale: float
+) -> np.ndarray:
+    """``start + beta / s * mean_{i in P} e_i``: move towards the centroid of the positives.
+
+    Dividing by ``s`` (the items' mean squared coordinate) makes ``beta`` scale-free: scaling
+    items by ``c`` and users by ``1 / c`` leaves every updated score unchanged.
+    """
+    centroid = item_emb[positives].astype(np.float64).mean(axis=0)
+    return np.asarray(start + (beta / item_scale) * centroid)
+
+
 def finetune_user(
     item_emb: np.ndarray,
     start_vec: np.ndarray | None,
@@ -55,11 +75,15 @@ def finetune_user(
     prox: float,
     *,
     item_scale: float | None = None,
+    method: FinetuneMethod = "mean",
+    beta: float = 0.3,
 ) -> np.ndarray:
-    """Return the user vector after ``steps`` BPR gradient steps; inputs are not modified.
+    """Return the updated user vector (``method``: see the module); inputs are not modified.
 
     ``item_emb`` (n_items, dim) float32; ``start_vec`` (dim,) or None for a new user (zeros);
-    ``positives`` item indices the user interacted with. Each step draws ``n_neg`` fresh
+    ``positives`` item indices the user interacted with. ``method="mean"`` uses ``beta``
+    only (``rng``, ``steps``, ``lr``, ``n_neg`` and ``prox`` are still checked, unused); for
+    ``method="bpr"`` each of ``steps`` steps draws ``n_neg`` fresh
     negatives uniformly (with replacement) from the other items, and uses every positive, or
     ``n_neg`` of them drawn with replacement when there are more. ``item_scale`` is ``s``
     above (computed from ``item_emb`` when None; pass it to save the pass over the catalog).
@@ -76,6 +100,8 @@ def finetune_user(
             f"expected steps >= 0, lr > 0, n_neg >= 1, prox >= 0; got steps={steps}, lr={lr}, "
             f"n_neg={n_neg}, prox={prox}"
         )
+    if method not in ("mean", "bpr") or not beta >= 0:
+        raise ValueError(f"expected method 'mean' or 'bpr' and beta >= 0; got {method!r}, {beta}")
     positives = np.unique(np.asarray(positives, dtype=np.int64))
     if positives.size and (positives[0] < 0 or positives[-1] >= n_items):
         raise ValueError(f"positives must be item indices in [0, {n_items})")
@@ -85,6 +111,8 @@ def finetune_user(
     user = start.copy()
     if positives.size == 0:
         return user.astype(np.float32)
+    if method == "mean":
+        return mean_fold_in(item_emb, start, positives, beta, scale).astype(np.float32)
     negatives = sample_negatives(n_items, positives, steps * n_neg, rng)
     if negatives.size == 0:
         return user.astype(np.float32)
