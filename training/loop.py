@@ -41,6 +41,26 @@ def check_finite(loss: torch.Tensor, parts: Mapping[str, float], where: str) -> 
     return value
 
 
+def optimise_epoch(
+    steps: int,
+    step_loss: Callable[[], tuple[torch.Tensor, Mapping[str, torch.Tensor]]],
+    optimizer: torch.optim.Optimizer,
+    where: str,
+) -> dict[str, float]:
+    """Run ``steps`` optimiser steps on ``step_loss()``; return the mean loss and parts."""
+    totals: dict[str, float] = {}
+    for _ in range(steps):
+        loss, parts = step_loss()
+        values = {name: float(part.detach()) for name, part in parts.items()}
+        check_finite(loss, values, where)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for name, value in {"loss": float(loss.detach()), **values}.items():
+            totals[name] = totals.get(name, 0.0) + value / steps
+    return totals
+
+
 def total_loss(parts: Iterable[torch.Tensor]) -> torch.Tensor:
     """The sum of scalar loss tensors (at least one)."""
     return torch.stack(list(parts)).sum()

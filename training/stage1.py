@@ -17,7 +17,7 @@ import torch
 
 from training.config import Config
 from training.context import TrainingContext
-from training.loop import FitResult, State, check_finite, copy_state, fit, total_loss
+from training.loop import FitResult, State, copy_state, fit, optimise_epoch, total_loss
 from training.losses import bpr_loss, l2_reg
 from training.models import PromptModule, Teacher, TeacherOutput, pca_tokens
 from training.runs import RunDir
@@ -138,20 +138,12 @@ def train_teacher(
 
     def train_epoch(epoch: int) -> dict[str, float]:
         bundle.train(True)
-        totals: dict[str, float] = {}
-        for _ in range(steps):
+
+        def step() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             users, pos, neg = ctx.sampler.triples(train.batch_size, ctx.generator)
-            loss, parts = _teacher_loss(
-                bundle.teacher, bundle.forward(ctx), users, pos, neg, config
-            )
-            values = {name: float(part.detach()) for name, part in parts.items()}
-            check_finite(loss, values, f"{STAGE} epoch {epoch}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for name, value in {"loss": float(loss.detach()), **values}.items():
-                totals[name] = totals.get(name, 0.0) + value / steps
-        return totals
+            return _teacher_loss(bundle.teacher, bundle.forward(ctx), users, pos, neg, config)
+
+        return optimise_epoch(steps, step, optimizer, f"{STAGE} epoch {epoch}")
 
     result = fit(
         STAGE,

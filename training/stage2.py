@@ -21,7 +21,7 @@ import torch
 
 from training.config import Config
 from training.context import TrainingContext
-from training.loop import FitResult, State, check_finite, copy_state, fit, total_loss
+from training.loop import FitResult, State, copy_state, fit, optimise_epoch, total_loss
 from training.losses import bpr_loss, l2_reg, list_kd_loss, pair_kd_loss, sce_loss
 from training.models import Student, TeacherOutput
 from training.runs import RunDir
@@ -172,18 +172,12 @@ def train_student(
 
     def train_epoch(epoch: int) -> dict[str, float]:
         student.train()
-        totals: dict[str, float] = {}
-        for _ in range(steps):
+
+        def step() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             triples = ctx.sampler.triples(train.batch_size, ctx.generator)
-            loss, parts = _student_loss(ctx, student, targets, triples, config)
-            values = {name: float(part.detach()) for name, part in parts.items()}
-            check_finite(loss, values, f"{STAGE} epoch {epoch}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for name, value in {"loss": float(loss.detach()), **values}.items():
-                totals[name] = totals.get(name, 0.0) + value / steps
-        return totals
+            return _student_loss(ctx, student, targets, triples, config)
+
+        return optimise_epoch(steps, step, optimizer, f"{STAGE} epoch {epoch}")
 
     def embeddings() -> tuple[torch.Tensor, torch.Tensor]:
         student.eval()
