@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -34,7 +33,6 @@ SERVICE_COMMAND: tuple[str, ...] = (
 )
 REPO_ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "integration-test-key"
-DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 TINY_TRAIN_TIMEOUT_S = 240.0
 
 
@@ -217,35 +215,6 @@ class ServiceFactory(Protocol):
 def tiny_models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models root (``LATEST`` + one version) trained by the real CLI on a synthetic set."""
     return train_tiny_bundle(tmp_path_factory.mktemp("tiny-training"))
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The test Redis (``PROMPTMM_TEST_REDIS_URL``, default db 15 on 127.0.0.1:6379)."""
-    import redis
-
-    url = os.environ.get("PROMPTMM_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1)
-        client.ping()
-        client.close()
-    except redis.RedisError as exc:
-        pytest.skip(f"no Redis answers at {url} ({exc}); set PROMPTMM_TEST_REDIS_URL")
-    return url
-
-
-@pytest.fixture
-def redis_prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix unique to this test; its keys are deleted afterwards."""
-    import redis
-
-    prefix = f"itest-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 @pytest.fixture
