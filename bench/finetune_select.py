@@ -233,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Test split, read once for the chosen method only (training and validation items "
             "masked, as `bench.table7_replay`; one update per replayed post):",
             markdown_table(["model", "test R@20", "test N@20"], test_rows),
+            NOTES,
         ],
     )
     return 0
@@ -246,6 +247,15 @@ SETS = (
     "`holdout_pairs`) with one other stale training item hidden from the update and ranked; "
     "the stale vector was trained on it, so this set measures forgetting, not progress. "
     "Targets are never masked; all other positives and validation items are."
+)
+
+NOTES = (
+    "Notes: on **cold** every update ranks below the mean user vector itself (a new user "
+    "is better served by the population's taste than by a centroid of one or two items), "
+    "and on **hidden** every update forgets part of what the stale vector knew; warm is the "
+    "set that matches the online task (a warm vector, an unseen target). The mean update "
+    "adds ``beta / s`` times the centroid of ALL positives to its start vector, so it is "
+    "idempotent only when the start is the bundle's vector, not the last updated one."
 )
 
 
