@@ -183,7 +183,13 @@ class Recommender:
         for user_id in dict.fromkeys(event.user_id for event in events):
             with self._lock(user_id):
                 seen = self._store.seen(user_id)
-                start = self._store.get_vector(user_id, self.model_version)
+                # "mean" is a function of the bundle's vector and all the user's items, so it
+                # restarts from the bundle (repeated posts must not pile up); "bpr" continues.
+                start = (
+                    None
+                    if self._settings.finetune_method == "mean"
+                    else self._store.get_vector(user_id, self.model_version)
+                )
                 self._refresh_vector(user_id, seen, start)
         return sum(len(event.item_ids) for event in events)
 
@@ -247,6 +253,8 @@ class Recommender:
             n_neg=self._settings.finetune_negatives,
             prox=self._settings.finetune_prox,
             item_scale=self._item_scale,
+            method=self._settings.finetune_method,
+            beta=self._settings.finetune_beta,
         )
         if self._on_finetune is not None:
             self._on_finetune(time.perf_counter() - started)

@@ -125,3 +125,27 @@ def test_mismatched_index_is_refused(recommender: Recommender, settings: Setting
 
     with pytest.raises(ValueError, match="does not match the bundle"):
         Recommender(other, recommender.index, recommender._store, settings)
+
+
+def test_mean_update_restarts_from_the_bundle_so_repeated_posts_do_not_pile_up(
+    recommender: Recommender, store: SQLiteStore
+) -> None:
+    recommender.record([event("1", "i1")])
+    first = store.get_vector("1", recommender.model_version)
+    recommender.record([event("1", "i1")])
+    again = store.get_vector("1", recommender.model_version)
+    assert first is not None and again is not None
+    np.testing.assert_array_equal(again, first)
+
+
+def test_finetune_method_setting_reaches_the_update(settings: Settings, tmp_path: Path) -> None:
+    vectors = {}
+    for method in ("mean", "bpr"):
+        chosen = settings.model_copy(update={"finetune_method": method})
+        own_store = SQLiteStore(tmp_path / f"{method}.sqlite3")
+        own = Recommender.load(chosen, own_store)
+        own.record([event("1", "i1", "i2")])
+        vectors[method] = own_store.get_vector("1", own.model_version)
+        own_store.close()
+    assert vectors["mean"] is not None and vectors["bpr"] is not None
+    assert not np.allclose(vectors["mean"], vectors["bpr"])
