@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from bundle import Bundle, read_bundle
+from bundle import Bundle
 from service.main import create_app
 from service.store.base import Store
 from tests.service.bundles import AUTH, CONTRACT, contract_settings, top_k
@@ -21,11 +21,6 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClien
     settings = contract_settings(request, tmp_path, max_batch=3, max_items_per_event=4)
     with TestClient(create_app(settings)) as test_client:
         yield test_client
-
-
-@pytest.fixture
-def bundle(client: TestClient) -> Bundle:
-    return read_bundle(client.app.state.settings.bundle_path)  # type: ignore[attr-defined]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from bundle import Bundle, read_bundle
+from bundle import Bundle
 from service.main import create_app
 from tests.service.bundles import CONTRACT, contract_settings, top_k
 
@@ -19,11 +19,6 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClien
     settings = contract_settings(request, tmp_path, max_k=100, max_batch=4)
     with TestClient(create_app(settings)) as test_client:
         yield test_client
-
-
-@pytest.fixture
-def bundle(client: TestClient) -> Bundle:
-    return read_bundle(client.app.state.settings.bundle_path)  # type: ignore[attr-defined]
 
 
 def recommend(client: TestClient, **body: Any) -> dict[str, Any]:
