@@ -16,7 +16,7 @@ hits; :func:`topk_items` reports them as ``-1``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -116,6 +116,34 @@ def _is_member(csr: sp.csr_matrix, users: np.ndarray, items: torch.Tensor) -> to
     return member
 
 
+def _prepared_exclusions(
+    user_emb: torch.Tensor, item_emb: torch.Tensor, exclude: Sequence[sp.spmatrix]
+) -> list[sp.csr_matrix]:
+    """Check the embeddings; return ``exclude`` as CSR matrices over (U, I)."""
+    _check_embeddings(user_emb, item_emb)
+    shape = (user_emb.shape[0], item_emb.shape[0])
+    return [_as_csr(f"exclude[{j}]", m, shape) for j, m in enumerate(exclude)]
+
+
+def _ranked_chunks(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    users: np.ndarray,
+    exclude: list[sp.csr_matrix],
+    k: int,
+    chunk_size: int,
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """``(chunk, values, indices)``: the masked top-``k`` of ``users``, a chunk at a time."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    with torch.no_grad():
+        item_t64 = item_emb.to(torch.float64).T
+        for start in range(0, users.size, chunk_size):
+            chunk = users[start : start + chunk_size]
+            values, indices = _ranked_topk(_masked_scores(user_emb, item_t64, chunk, exclude), k)
+            yield chunk, values, indices
+
+
 def evaluate(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
@@ -140,34 +168,24 @@ def evaluate(
         ``{"recall@k", "ndcg@k", "precision@k", "hit@k"}`` for each ``k`` plus ``"users"``
         (the number of users evaluated).
     """
-    _check_embeddings(user_emb, item_emb)
-    shape = (user_emb.shape[0], item_emb.shape[0])
-    target_csr = _as_csr("target", target, shape)
-    excl = [_as_csr(f"exclude[{j}]", m, shape) for j, m in enumerate(exclude)]
+    excl = _prepared_exclusions(user_emb, item_emb, exclude)
+    n_items = item_emb.shape[0]
+    target_csr = _as_csr("target", target, (user_emb.shape[0], n_items))
     ks = [int(k) for k in ks]
-    if not ks or min(ks) < 1 or max(ks) > shape[1]:
-        raise ValueError(
-            f"every k in ks must be in [1, {shape[1]}] (the number of items), got {ks}"
-        )
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if not ks or min(ks) < 1 or max(ks) > n_items:
+        raise ValueError(f"every k in ks must be in [1, {n_items}] (the number of items), got {ks}")
     n_target_all = np.diff(target_csr.indptr)
     users = np.flatnonzero(n_target_all > 0)
     if users.size == 0:
         raise ValueError("target has no interaction: nothing to evaluate")
-    k_max = max(ks)
-    device = user_emb.device
     totals: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        item_t64 = item_emb.to(torch.float64).T
-        for start in range(0, users.size, chunk_size):
-            chunk = users[start : start + chunk_size]
-            scores = _masked_scores(user_emb, item_t64, chunk, excl)
-            values, indices = _ranked_topk(scores, k_max)
-            hits = _is_member(target_csr, chunk, indices) & torch.isfinite(values)
-            n_target = torch.from_numpy(n_target_all[chunk]).to(device)
-            for name, per_user in ranking_metrics(hits, n_target, ks, ndcg).items():
-                totals[name] = totals.get(name, 0.0) + per_user.to(torch.float64).sum()
+    for chunk, values, indices in _ranked_chunks(
+        user_emb, item_emb, users, excl, max(ks), chunk_size
+    ):
+        hits = _is_member(target_csr, chunk, indices) & torch.isfinite(values)
+        n_target = torch.from_numpy(n_target_all[chunk]).to(user_emb.device)
+        for name, per_user in ranking_metrics(hits, n_target, ks, ndcg).items():
+            totals[name] = totals.get(name, 0.0) + per_user.to(torch.float64).sum()
     result = {name: float(total) / users.size for name, total in totals.items()}
     result["users"] = float(users.size)
     logger.debug("evaluated %d users: %s", users.size, result)
@@ -196,23 +214,19 @@ def topk_items(
         LongTensor (n, k) on the embeddings' device; ``-1`` fills the tail of a user who has
         fewer than ``k`` items left after exclusion.
     """
-    _check_embeddings(user_emb, item_emb)
-    shape = (user_emb.shape[0], item_emb.shape[0])
-    excl = [_as_csr(f"exclude[{j}]", m, shape) for j, m in enumerate(exclude)]
-    if not 1 <= k <= shape[1]:
-        raise ValueError(f"k must be in [1, {shape[1]}] (the number of items), got {k}")
+    excl = _prepared_exclusions(user_emb, item_emb, exclude)
+    n_users, n_items = user_emb.shape[0], item_emb.shape[0]
+    if not 1 <= k <= n_items:
+        raise ValueError(f"k must be in [1, {n_items}] (the number of items), got {k}")
     user_np = users.detach().cpu().numpy().astype(np.int64).reshape(-1)
-    if user_np.size and (user_np.min() < 0 or user_np.max() >= shape[0]):
+    if user_np.size and (user_np.min() < 0 or user_np.max() >= n_users):
         raise ValueError(
-            f"users must be indices in [0, {shape[0]}), got {user_np.min()}..{user_np.max()}"
+            f"users must be indices in [0, {n_users}), got {user_np.min()}..{user_np.max()}"
         )
-    parts = []
-    with torch.no_grad():
-        item_t64 = item_emb.to(torch.float64).T
-        for start in range(0, user_np.size, chunk_size):
-            chunk = user_np[start : start + chunk_size]
-            values, indices = _ranked_topk(_masked_scores(user_emb, item_t64, chunk, excl), k)
-            parts.append(torch.where(torch.isfinite(values), indices, -1))
+    parts = [
+        torch.where(torch.isfinite(values), indices, -1)
+        for _, values, indices in _ranked_chunks(user_emb, item_emb, user_np, excl, k, chunk_size)
+    ]
     if not parts:
         return torch.empty(0, k, dtype=torch.long, device=user_emb.device)
     return torch.cat(parts)
