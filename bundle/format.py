@@ -27,8 +27,12 @@ MANIFEST = "manifest.json"
 EMBEDDINGS = "embeddings.npz"
 INTERACTIONS = "interactions.npz"
 IDS = "ids.json"
+PROPAGATION = "propagation.npz"
 LATEST = "LATEST"
 DATA_FILES = (EMBEDDINGS, INTERACTIONS, IDS)
+# propagation.npz must reproduce user_embeddings to within this times max(1, max |entry|)
+PROPAGATION_TOLERANCE = 1e-4
+_CHECK_BLOCK = 1 << 16  # training entries per step of that check (bounds its memory)
 
 
 class BundleError(ValueError):
@@ -42,6 +46,12 @@ class Bundle:
     ``train_indptr``/``train_indices`` are the CSR rows of the (n_users, n_items) training
     matrix: the items of user ``u`` are ``train_indices[train_indptr[u]:train_indptr[u+1]]``.
     Scores are inner products ``user_embeddings[u] @ item_embeddings[i]``.
+
+    ``user_ego`` (n_users, dim) and ``item_layers`` (n_layers, n_items, dim), both float32,
+    are the student's LightGCN user ego embeddings and item embeddings at layers
+    ``0..n_layers-1`` (layer 0 is the item ego table; ``n_layers`` = 0 for MF). They are
+    optional (both present or both ``None``) and, when present, reproduce
+    ``user_embeddings`` through :func:`fold_in_user` over each user's training items.
     """
 
     user_embeddings: np.ndarray
@@ -56,6 +66,8 @@ class Bundle:
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
+    user_ego: np.ndarray | None = None
+    item_layers: np.ndarray | None = None
 
     @property
     def n_users(self) -> int:
@@ -69,6 +81,11 @@ class Bundle:
     def dim(self) -> int:
         return int(self.item_embeddings.shape[1])
 
+    @property
+    def n_layers(self) -> int | None:
+        """The student's number of LightGCN layers L, or ``None`` without ``item_layers``."""
+        return None if self.item_layers is None else int(self.item_layers.shape[0])
+
     def seen_items(self, user: int) -> np.ndarray:
         """Training items of internal user index ``user`` (sorted int32 array)."""
         return self.train_indices[self.train_indptr[user] : self.train_indptr[user + 1]]
@@ -76,6 +93,116 @@ class Bundle:
     def item_popularity(self) -> np.ndarray:
         """Number of training interactions per item, shape (n_items,)."""
         return np.bincount(self.train_indices, minlength=self.n_items).astype(np.int64)
+
+
+def fold_in_user(
+    user_ego_row: np.ndarray,
+    item_layers: np.ndarray,
+    items: np.ndarray,
+    item_degrees: np.ndarray,
+) -> np.ndarray:
+    """A user's final LightGCN embedding from their ego row and their items' layer rows.
+
+    Returns the float64 (dim,) mean over ``l = 0..L`` of ``u^(l)``, with
+    ``u^(0) = user_ego_row`` and ``u^(l) = Σ_{i ∈ items} item_layers[l-1, i] /
+    sqrt(len(items) * max(item_degrees[i], 1))``: the symmetric normalisation
+    ``D^-1/2 A D^-1/2`` of training, with the user's degree ``len(items)``. Without items
+    every ``u^(l)``, ``l >= 1``, is 0. For a training user and their training items
+    (:meth:`Bundle.seen_items`) this reproduces ``user_embeddings``; adding new items folds
+    them in the same way.
+
+    Args:
+        user_ego_row: (dim,) the user's ego embedding (``Bundle.user_ego[u]``, or any start
+            vector for a new user).
+        item_layers: (L, n_items, dim) ``Bundle.item_layers``.
+        items: (k,) unique int item indices the user interacted with.
+        item_degrees: (n_items,) the items' *training* degrees, ``Bundle.item_popularity()``
+            (an item with degree 0 counts as degree 1).
+
+    Raises:
+        ValueError: ``user_ego_row`` is not (dim,) or ``item_layers`` not (L, n_items, dim).
+    """
+    if item_layers.ndim != 3 or user_ego_row.shape != item_layers.shape[2:]:
+        raise ValueError(
+            f"user_ego_row {user_ego_row.shape} and item_layers {item_layers.shape} must be "
+            "(dim,) and (L, n_items, dim)"
+        )
+    n_layers = item_layers.shape[0]
+    result = user_ego_row.astype(np.float64)
+    if n_layers and items.size:
+        degrees = np.maximum(item_degrees[items], 1).astype(np.float64)
+        weights = 1.0 / np.sqrt(items.size * degrees)
+        result += weights @ item_layers[:, items, :].sum(axis=0, dtype=np.float64)
+    result /= n_layers + 1
+    return result
+
+
+def _fold_in_all_users(
+    user_ego: np.ndarray,
+    item_layers: np.ndarray,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    item_degrees: np.ndarray,
+) -> np.ndarray:
+    """:func:`fold_in_user` for every user over their CSR training rows, float64 (U, dim).
+
+    The layers are summed first (the propagation is linear), then each training entry's
+    weighted row is added to its user, ``_CHECK_BLOCK`` entries at a time to bound memory.
+    """
+    n_layers = item_layers.shape[0]
+    result = user_ego.astype(np.float64)
+    if n_layers and indices.size:
+        layer_sum = item_layers.sum(axis=0, dtype=np.float64)
+        user_degrees = np.diff(indptr)
+        owners = np.repeat(np.arange(user_degrees.shape[0]), user_degrees)
+        weights = 1.0 / np.sqrt(user_degrees[owners].astype(np.float64) * item_degrees[indices])
+        for start in range(0, indices.size, _CHECK_BLOCK):
+            stop = start + _CHECK_BLOCK
+            rows = owners[start:stop]
+            firsts = np.flatnonzero(np.diff(rows, prepend=-1))
+            weighted = layer_sum[indices[start:stop]] * weights[start:stop, None]
+            result[rows[firsts]] += np.add.reduceat(weighted, firsts, axis=0)
+    result /= n_layers + 1
+    return result
+
+
+def _check_propagation(bundle: Bundle) -> None:
+    """Validate ``user_ego``/``item_layers`` (when present) against the rest of ``bundle``."""
+    user_ego, item_layers = bundle.user_ego, bundle.item_layers
+    if user_ego is None and item_layers is None:
+        return
+    if user_ego is None or item_layers is None:
+        raise BundleError(
+            f"{PROPAGATION}: user_ego and item_layers must both be present or both absent"
+        )
+    if user_ego.shape != (bundle.n_users, bundle.dim):
+        raise BundleError(
+            f"{PROPAGATION}: user_ego has shape {user_ego.shape}, "
+            f"expected (n_users={bundle.n_users}, dim={bundle.dim})"
+        )
+    if item_layers.ndim != 3 or item_layers.shape[1:] != (bundle.n_items, bundle.dim):
+        raise BundleError(
+            f"{PROPAGATION}: item_layers has shape {item_layers.shape}, "
+            f"expected (L, n_items={bundle.n_items}, dim={bundle.dim})"
+        )
+    for name, array in (("user_ego", user_ego), ("item_layers", item_layers)):
+        if array.dtype != np.float32:
+            raise BundleError(f"{PROPAGATION}: {name} must be float32, got {array.dtype}")
+        if not np.isfinite(array).all():
+            raise BundleError(f"{PROPAGATION}: {name} contains NaN or inf")
+    if bundle.n_users == 0:
+        return
+    recomputed = _fold_in_all_users(
+        user_ego, item_layers, bundle.train_indptr, bundle.train_indices, bundle.item_popularity()
+    )
+    errors = np.abs(recomputed - bundle.user_embeddings).max(axis=1)
+    worst = int(np.argmax(errors))
+    tolerance = PROPAGATION_TOLERANCE * max(1.0, float(np.abs(bundle.user_embeddings).max()))
+    if errors[worst] > tolerance:
+        raise BundleError(
+            f"{PROPAGATION}: user_ego and item_layers do not reproduce user_embeddings: "
+            f"user row {worst} is off by {errors[worst]:.3g} (tolerance {tolerance:.3g})"
+        )
 
 
 def _sha256(path: Path) -> str:
@@ -119,6 +246,7 @@ def validate(bundle: Bundle) -> None:
         raise BundleError(f"{INTERACTIONS}: item index out of range [0, {items.shape[0]})")
     _check_ids(bundle.user_ids, users.shape[0], "users")
     _check_ids(bundle.item_ids, items.shape[0], "items")
+    _check_propagation(bundle)
 
 
 def new_version(dataset: str, now: datetime | None = None) -> str:
@@ -155,6 +283,14 @@ def write_bundle(bundle: Bundle, root: Path, *, update_latest: bool = True) -> P
         (staging / IDS).write_text(
             json.dumps({"users": bundle.user_ids, "items": bundle.item_ids}), encoding="utf-8"
         )
+        names: tuple[str, ...] = DATA_FILES
+        extra: dict[str, Any] = {}
+        if bundle.user_ego is not None and bundle.item_layers is not None:
+            np.savez(
+                staging / PROPAGATION, user_ego=bundle.user_ego, item_layers=bundle.item_layers
+            )
+            names += (PROPAGATION,)
+            extra["propagation"] = {"n_layers": bundle.n_layers}
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -168,8 +304,9 @@ def write_bundle(bundle: Bundle, root: Path, *, update_latest: bool = True) -> P
             "score": "dot",
             "files": {
                 name: {"sha256": _sha256(staging / name), "bytes": (staging / name).stat().st_size}
-                for name in DATA_FILES
+                for name in names
             },
+            **extra,
             "config": bundle.config,
             "metrics": bundle.metrics,
         }
@@ -254,7 +391,10 @@ def read_bundle(path: Path) -> Bundle:
     directory = resolve(path)
     manifest = _read_manifest(directory)
     files = manifest.get("files", {})
-    for name in DATA_FILES:
+    has_propagation = PROPAGATION in files
+    if "propagation" in manifest and not has_propagation:
+        raise BundleError(f"{MANIFEST}: has a 'propagation' key but lists no {PROPAGATION}")
+    for name in DATA_FILES + ((PROPAGATION,) if has_propagation else ()):
         file_path = directory / name
         if not file_path.is_file():
             raise BundleError(f"{directory}: missing {name}")
@@ -263,6 +403,9 @@ def read_bundle(path: Path) -> Bundle:
             raise BundleError(f"{file_path}: checksum does not match the manifest (corrupted?)")
     embeddings = _load_npz(directory / EMBEDDINGS, ("user_embeddings", "item_embeddings"))
     interactions = _load_npz(directory / INTERACTIONS, ("indptr", "indices"))
+    propagation = (
+        _load_npz(directory / PROPAGATION, ("user_ego", "item_layers")) if has_propagation else {}
+    )
     try:
         ids = json.loads((directory / IDS).read_text(encoding="utf-8"))
         user_ids, item_ids = ids["users"], ids["items"]
@@ -283,6 +426,8 @@ def read_bundle(path: Path) -> Bundle:
         config=dict(manifest.get("config", {})),
         metrics=dict(manifest.get("metrics", {})),
         created_at=str(manifest.get("created_at", "")),
+        user_ego=propagation.get("user_ego"),
+        item_layers=propagation.get("item_layers"),
     )
     validate(bundle)
     for key, actual in (
@@ -293,5 +438,13 @@ def read_bundle(path: Path) -> Bundle:
         if manifest.get(key) != actual:
             raise BundleError(
                 f"{MANIFEST}: {key}={manifest.get(key)!r} but the arrays say {actual}"
+            )
+    if has_propagation:
+        declared = manifest.get("propagation")
+        n_layers = declared.get("n_layers") if isinstance(declared, Mapping) else None
+        if n_layers != bundle.n_layers:
+            raise BundleError(
+                f"{MANIFEST}: propagation.n_layers={n_layers!r} but {PROPAGATION} holds "
+                f"{bundle.n_layers} item layers"
             )
     return bundle
