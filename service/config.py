@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.finetune import FinetuneSetting
+
 
 class Settings(BaseSettings):
     """Runtime configuration of the recommendation service."""
@@ -40,6 +42,9 @@ class Settings(BaseSettings):
     index_kind: Literal["exact", "hnsw", "ivf"] = Field(
         "exact", description="FAISS index: exact inner product, or approximate (hnsw, ivf)."
     )
+    search_threads: int = Field(
+        1, ge=1, le=256, description="FAISS threads per process (one request = one small search)."
+    )
     hnsw_m: int = Field(32, ge=4, le=256, description="HNSW graph degree.")
     hnsw_ef_search: int = Field(128, ge=1, description="HNSW search breadth.")
     ivf_nlist: int = Field(64, ge=1, description="IVF cells.")
@@ -51,9 +56,12 @@ class Settings(BaseSettings):
     max_batch: int = Field(256, ge=1, description="Most users/events in one batch request.")
     max_items_per_event: int = Field(1000, ge=1, description="Most item_ids in one event.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body.")
-    finetune_method: Literal["mean", "bpr"] = Field(
-        "mean",
-        description="User update: mean (move towards the positives' centroid) or bpr steps.",
+    finetune_method: FinetuneSetting = Field(
+        "auto",
+        description=(
+            "User update: propagate (LightGCN fold-in; needs the bundle's layers), mean (move "
+            "towards the positives' centroid), bpr steps, or auto (propagate when possible)."
+        ),
     )
     finetune_beta: float = Field(
         0.3, ge=0, description="Mean update: step towards the positives' centroid."

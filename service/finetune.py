@@ -1,11 +1,16 @@
 """Incremental update of one user vector against frozen item embeddings (numpy only).
 
-Two methods, both given the user's previous vector ``u0`` and ALL their positives ``P``:
+Three methods, each given ALL the user's positives ``P`` (training + posted):
 
-- ``mean`` (the default): ``u = u0 + beta / s * mean_{i in P} e_i``, a step towards the
-  centroid of the user's items. O(P * dim), well under a millisecond. Chosen, with
-  ``beta = 0.3``, by ``bench/finetune_select.py`` on selection sets that never read the test
-  split (bench/results/finetune-select.md): it beat the BPR steps below and a ridge fold-in.
+- ``propagate`` (the default whenever the bundle carries the student's LightGCN layers): the
+  user's final LightGCN embedding recomputed over the enlarged neighbourhood,
+  ``u = mean_l u^(l)`` with ``u^(0)`` the user's ego embedding (the mean ego for a new user) and
+  ``u^(l) = sum_{i in P} e_i^(l-1) / sqrt(|P| deg_i)`` (:func:`bundle.fold_in_user`). It is
+  exactly what the student computes for that user with those edges, item side held fixed;
+  parameter-free, O(L * P * dim). Chosen by ``bench/finetune_select.py``
+  (bench/results/finetune-select.md).
+- ``mean``: ``u = u0 + beta / s * mean_{i in P} e_i`` from the bundle's vector ``u0``, a step
+  towards the centroid of the user's items (the default for bundles without layers).
 - ``bpr``: a few gradient steps of the BPR objective over all pairs (positive, sampled
   negative), plus a proximal term that keeps the user's scores near where they started:
 
@@ -28,7 +33,26 @@ from typing import Literal
 
 import numpy as np
 
-FinetuneMethod = Literal["mean", "bpr"]
+FinetuneMethod = Literal["propagate", "mean", "bpr"]
+FinetuneSetting = Literal["auto", "propagate", "mean", "bpr"]
+StepMethod = Literal["mean", "bpr"]
+
+
+def resolve_method(
+    setting: FinetuneSetting, has_layers: bool, model_version: str
+) -> FinetuneMethod:
+    """The update method to use: ``auto`` is ``propagate`` when the bundle has layers, else mean.
+
+    Raises ValueError when ``propagate`` is asked for and the bundle has no layers.
+    """
+    if setting == "auto":
+        return "propagate" if has_layers else "mean"
+    if setting == "propagate" and not has_layers:
+        raise ValueError(
+            f"PROMPTMM_FINETUNE_METHOD=propagate needs the student's LightGCN layers, but bundle "
+            f"{model_version} has no propagation.npz: re-export it, or choose auto, mean or bpr"
+        )
+    return setting
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -75,7 +99,7 @@ def finetune_user(
     prox: float,
     *,
     item_scale: float | None = None,
-    method: FinetuneMethod = "mean",
+    method: StepMethod = "mean",
     beta: float = 0.3,
 ) -> np.ndarray:
     """Return the updated user vector (``method``: see the module); inputs are not modified.

@@ -186,8 +186,11 @@ def _faiss_index(items: np.ndarray, kind: IndexKind, settings: Settings) -> fais
 def build_index(item_embeddings: np.ndarray, kind: IndexKind, settings: Settings) -> ItemIndex:
     """Index ``item_embeddings`` (n_items, dim) float32 for inner-product top-k search.
 
-    The matrix is copied once and made read-only, so no request can modify it.
+    The matrix is copied once and made read-only, so no request can modify it. FAISS's
+    OpenMP pool is set to ``settings.search_threads`` for the process (one request is one
+    small search: more threads only spin against the other workers and the event loop).
     """
+    faiss.omp_set_num_threads(settings.search_threads)
     if item_embeddings.ndim != 2 or item_embeddings.shape[0] == 0:
         raise ValueError(
             f"item_embeddings must be a non-empty (n_items, dim) array, got {item_embeddings.shape}"

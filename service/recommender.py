@@ -4,10 +4,20 @@ A :class:`Recommender` is immutable after construction apart from what it writes
 store: item embeddings and the index are read-only, and a reload builds a new Recommender
 and swaps one reference (see ``service.main``), so in-flight requests finish on the old one.
 
-A user's vector is, in order: the fine-tuned vector stored for this model version; else,
-when the user has stored interactions, a vector re-folded now from all of them (after a
-reload to a new version); else the bundle's vector; else none (an unknown user, answered
-with the popularity fallback or 404).
+How a user's vector reflects the interactions posted through ``/interactions`` depends on
+the update method (``PROMPTMM_FINETUNE_METHOD``, see :mod:`service.finetune`):
+
+- ``propagate`` (the default when the bundle carries the student's LightGCN layers) and
+  ``mean`` are pure functions of the bundle and the user's items (training + stored). The
+  vector is folded in from the durable interaction log whenever the user is served (tens of
+  microseconds), never stored: an interaction costs one durable write, a recommendation one
+  read, and every replica serves the same vector because they share the log.
+- ``bpr`` continues from the user's previous vector, so its result is stored per model version
+  right after the interaction is; a user with stored interactions but no vector for this
+  version (after a reload) is re-folded on first use.
+
+A user with no usable stored interaction gets the bundle's vector, an unknown one none (the
+popularity fallback or 404).
 """
 
 from __future__ import annotations
@@ -23,10 +33,16 @@ from typing import Literal
 
 import numpy as np
 
-from bundle import Bundle, read_bundle
+from bundle import Bundle, fold_in_user, read_bundle
 from service.config import Settings
 from service.errors import UnknownItemsError, UnknownUserError
-from service.finetune import finetune_user, mean_square
+from service.finetune import (
+    FinetuneMethod,
+    finetune_user,
+    mean_fold_in,
+    mean_square,
+    resolve_method,
+)
 from service.index import MISSING_ITEM, ItemIndex, build_index
 from service.store.base import Event, Store
 
@@ -94,6 +110,14 @@ class Recommender:
         self._popular = _read_only(np.lexsort((np.arange(bundle.n_items), -popularity)))
         self._popularity = _read_only(popularity.astype(np.float32))
         self._locks = [threading.Lock() for _ in range(N_USER_LOCKS)]
+        self.finetune_method: FinetuneMethod = resolve_method(
+            settings.finetune_method, bundle.item_layers is not None, bundle.model_version
+        )
+        self._item_degrees = popularity
+        if bundle.user_ego is not None and bundle.item_layers is not None:
+            self._user_ego = _read_only(bundle.user_ego)
+            self._item_layers = _read_only(bundle.item_layers)
+            self._mean_ego = _read_only(bundle.user_ego.mean(axis=0).astype(np.float32))
 
     @classmethod
     def load(
@@ -180,18 +204,16 @@ class Recommender:
         if unknown:
             raise UnknownItemsError(unknown)
         self._store.append(events)
-        for user_id in dict.fromkeys(event.user_id for event in events):
-            with self._lock(user_id):
-                seen = self._store.seen(user_id)
-                # "mean" is a function of the bundle's vector and all the user's items, so it
-                # restarts from the bundle (repeated posts must not pile up); "bpr" continues.
-                start = (
-                    None
-                    if self._settings.finetune_method == "mean"
-                    else self._store.get_vector(user_id, self.model_version)
-                )
-                self._refresh_vector(user_id, seen, start)
+        if self.finetune_method == "bpr":
+            for user_id in dict.fromkeys(event.user_id for event in events):
+                with self._lock(user_id):
+                    start = self._store.get_vector(user_id, self.model_version)
+                    self._refresh_vector(user_id, self._store.seen(user_id), start)
         return sum(len(event.item_ids) for event in events)
+
+    def user_vector(self, user_id: str) -> np.ndarray | None:
+        """The vector ``/recommend`` uses for ``user_id`` now (None: an unknown user)."""
+        return self._user_state(user_id, exclude_seen=False).vector
 
     def _lock(self, user_id: str) -> threading.Lock:
         return self._locks[zlib.crc32(user_id.encode()) % N_USER_LOCKS]
@@ -208,21 +230,37 @@ class Recommender:
         return np.asarray(sorted(found), dtype=np.int64)
 
     def _user_state(self, user_id: str, exclude_seen: bool) -> _UserState:
-        vector = self._store.get_vector(user_id, self.model_version)
-        seen: set[str] | None = None
-        if vector is None:
-            seen = self._store.seen(user_id)
-            if any(item in self._item_index for item in seen):
+        posted = self._seen_indices(self._store.seen(user_id))
+        train = self._train_items(user_id)
+        row = self._user_index.get(user_id)
+        vector: np.ndarray | None = None
+        if self.finetune_method == "bpr":
+            vector = self._store.get_vector(user_id, self.model_version)
+            if vector is None and posted.size:
                 vector = self._refold(user_id)
-            elif user_id in self._user_index:
-                vector = self._users[self._user_index[user_id]]
+        elif posted.size:
+            vector = self._fold(row, np.union1d(train, posted))
+        if vector is None and row is not None:
+            vector = self._users[row]
         if not exclude_seen:
             return _UserState(vector, np.empty(0, dtype=np.int64))
-        if seen is None:
-            seen = self._store.seen(user_id)
-        train = self._train_items(user_id)
-        exclude = np.union1d(train, self._seen_indices(seen)) if seen else train
+        exclude = np.union1d(train, posted) if posted.size else train
         return _UserState(vector, exclude)
+
+    def _fold(self, row: int | None, positives: np.ndarray) -> np.ndarray:
+        """The deterministic (``propagate`` or ``mean``) vector of a user with these items."""
+        started = time.perf_counter()
+        if self.finetune_method == "propagate":
+            ego = self._mean_ego if row is None else self._user_ego[row]
+            vector = fold_in_user(ego, self._item_layers, positives, self._item_degrees)
+        else:
+            start = self._mean_user if row is None else self._users[row]
+            vector = mean_fold_in(
+                self._items, start, positives, self._settings.finetune_beta, self._item_scale
+            )
+        if self._on_finetune is not None:
+            self._on_finetune(time.perf_counter() - started)
+        return np.asarray(vector, dtype=np.float32)
 
     def _refold(self, user_id: str) -> np.ndarray:
         """Fine-tune a vector for a user with stored interactions but none for this version."""
@@ -233,7 +271,7 @@ class Recommender:
             return self._refresh_vector(user_id, self._store.seen(user_id), None)
 
     def _refresh_vector(self, user_id: str, seen: set[str], start: np.ndarray | None) -> np.ndarray:
-        """Fine-tune from ``start`` (else the bundle's or the mean vector) and store it.
+        """BPR-fine-tune from ``start`` (else the bundle's or the mean vector) and store it.
 
         The caller holds the user's lock.
         """
@@ -253,8 +291,7 @@ class Recommender:
             n_neg=self._settings.finetune_negatives,
             prox=self._settings.finetune_prox,
             item_scale=self._item_scale,
-            method=self._settings.finetune_method,
-            beta=self._settings.finetune_beta,
+            method="bpr",
         )
         if self._on_finetune is not None:
             self._on_finetune(time.perf_counter() - started)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bundle import Bundle, write_bundle
+from bundle import Bundle, fold_in_user, write_bundle
 from service.config import Settings, load_settings
 
 
@@ -21,26 +21,41 @@ def random_bundle(
     seed: int = 0,
     version: str = "test-v1",
     items_per_user: tuple[int, int] = (2, 8),
+    n_layers: int | None = 2,
 ) -> Bundle:
     """A bundle with Gaussian embeddings and 2-7 random training items per user.
 
     User ids are ``"0"``..``"n_users-1"`` (so a JSON integer id names them too), item ids
-    ``"i0"``..; the last item is never a training item, so its popularity is zero.
+    ``"i0"``..; the last item is never a training item, so its popularity is zero. With
+    ``n_layers`` the bundle carries LightGCN layers (random egos and item layers, and the user
+    embeddings they reproduce, as an export writes them); ``None``: no layers.
     """
     rng = np.random.default_rng(seed)
     counts = rng.integers(items_per_user[0], items_per_user[1], size=n_users)
     rows = [np.sort(rng.choice(n_items - 1, size=count, replace=False)) for count in counts]
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    indices = np.concatenate(rows).astype(np.int32)
+    users = rng.standard_normal((n_users, dim)).astype(np.float32)
+    user_ego = item_layers = None
+    if n_layers is not None:
+        user_ego = users
+        item_layers = rng.standard_normal((n_layers, n_items, dim)).astype(np.float32)
+        degrees = np.bincount(indices, minlength=n_items)
+        users = np.stack(
+            [fold_in_user(user_ego[u], item_layers, row, degrees) for u, row in enumerate(rows)]
+        ).astype(np.float32)
     return Bundle(
-        user_embeddings=rng.standard_normal((n_users, dim)).astype(np.float32),
+        user_embeddings=users,
         item_embeddings=rng.standard_normal((n_items, dim)).astype(np.float32),
         train_indptr=indptr,
-        train_indices=np.concatenate(rows).astype(np.int32),
+        train_indices=indices,
         user_ids=[str(user) for user in range(n_users)],
         item_ids=[f"i{item}" for item in range(n_items)],
         model_version=version,
         dataset="random",
         data_fingerprint=f"sha256:random-{seed}",
+        user_ego=user_ego,
+        item_layers=item_layers,
     )
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from bundle import Bundle
+from bundle import Bundle, fold_in_user
 from service.main import create_app
 from service.store.base import Store
 from tests.service.bundles import AUTH, CONTRACT, contract_settings, top_k
@@ -40,6 +40,12 @@ def ids(result: dict[str, Any]) -> list[str]:
     return [entry["item_id"] for entry in result["items"]]
 
 
+def served_vector(client: TestClient, user_id: str) -> np.ndarray | None:
+    """The vector the app's recommender serves ``user_id`` with now."""
+    vector: np.ndarray | None = client.app.state.recommender.user_vector(user_id)  # type: ignore[attr-defined]
+    return vector
+
+
 def post(client: TestClient, path: str, body: Any, headers: Any = AUTH) -> Any:
     return client.post(path, json=body, headers=headers)
 
@@ -55,8 +61,14 @@ def test_posted_items_change_the_next_recommendations_and_are_excluded(
     assert response.status_code == 200
     assert response.json() == {"user_id": "4", "accepted": 3, "model_version": "test-v1"}
     assert store.seen("4") == set(posted)
-    vector = store.get_vector("4", "test-v1")
+    vector = served_vector(client, "4")
     assert vector is not None and not np.allclose(vector, bundle.user_embeddings[4])
+    assert bundle.user_ego is not None and bundle.item_layers is not None
+    positives = np.union1d(bundle.seen_items(4), [bundle.item_ids.index(i) for i in posted])
+    folded = fold_in_user(
+        bundle.user_ego[4], bundle.item_layers, positives, bundle.item_popularity()
+    )
+    np.testing.assert_allclose(vector, folded, rtol=1e-6)
     after = recommend(client, "4")
     assert not set(posted) & set(ids(after))
     assert len(ids(after)) == 10
@@ -74,7 +86,7 @@ def test_a_new_user_folds_in_from_its_first_interactions(
 
     assert response.status_code == 200
     after = recommend(client, "newcomer", k=20)
-    vector = store.get_vector("newcomer", "test-v1")
+    vector = served_vector(client, "newcomer")
     assert vector is not None
     assert after["fallback"] is None
     assert ids(after) == top_k(bundle, vector, 20, [70, 71])
@@ -90,7 +102,7 @@ def test_integer_ids_and_timestamps_are_accepted(client: TestClient, store: Stor
 
 
 def test_batch_writes_every_event_and_fine_tunes_every_user(
-    client: TestClient, store: Store
+    client: TestClient, bundle: Bundle, store: Store
 ) -> None:
     events = [
         {"user_id": "1", "item_ids": ["i3"]},
@@ -103,12 +115,13 @@ def test_batch_writes_every_event_and_fine_tunes_every_user(
     assert response.status_code == 200
     assert response.json() == {"events": 3, "accepted": 4, "model_version": "test-v1"}
     assert store.seen("1") == {"i3", "i6"} and store.seen("2") == {"i4", "i5"}
-    assert store.get_vector("1", "test-v1") is not None
-    assert store.get_vector("2", "test-v1") is not None
+    for user in (1, 2):
+        vector = served_vector(client, str(user))
+        assert vector is not None and not np.allclose(vector, bundle.user_embeddings[user])
 
 
 def test_unknown_item_ids_are_422_listed_and_nothing_is_written(
-    client: TestClient, store: Store
+    client: TestClient, bundle: Bundle, store: Store
 ) -> None:
     before = recommend(client, "6")
 
@@ -120,7 +133,7 @@ def test_unknown_item_ids_are_422_listed_and_nothing_is_written(
     assert "['nope', 'x9']" in detail[0]["msg"]
     assert detail[0]["ctx"] == {"unknown_item_ids": ["nope", "x9"]}
     assert store.seen("6") == set()
-    assert store.get_vector("6", "test-v1") is None
+    np.testing.assert_array_equal(served_vector(client, "6"), bundle.user_embeddings[6])
     assert recommend(client, "6") == before
 
 

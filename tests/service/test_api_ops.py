@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from bundle import fold_in_user
 from service.main import create_app
 from service.store.base import StoreError
 from tests.service.bundles import AUTH, CONTRACT, contract_settings, write_random_bundle
@@ -62,7 +64,7 @@ def test_a_store_failure_is_503_naming_the_store(
     def unreachable(*_args: object) -> None:
         raise StoreError("database is locked")
 
-    monkeypatch.setattr(sqlite_client.app.state.store, "get_vector", unreachable)  # type: ignore[attr-defined]
+    monkeypatch.setattr(sqlite_client.app.state.store, "seen", unreachable)  # type: ignore[attr-defined]
 
     response = sqlite_client.post("/recommend", json={"user_id": "1"})
 
@@ -81,6 +83,7 @@ def test_metrics_expose_latency_finetune_model_and_index_size(client: TestClient
     client.post("/recommend", json={"user_id": "1"})
     client.post("/recommend", json={"user_id": "stranger"})
     client.post("/interactions", json={"user_id": "1", "item_ids": ["i2", "i3"]}, headers=AUTH)
+    client.post("/recommend", json={"user_id": "1"})
     client.get("/no-such-page")
 
     lines = metric_lines(client)
@@ -88,7 +91,7 @@ def test_metrics_expose_latency_finetune_model_and_index_size(client: TestClient
     kind = client.app.state.settings.index_kind  # type: ignore[attr-defined]
     expected = [
         'promptmm_http_request_duration_seconds_count{endpoint="/recommend",method="POST",'
-        'status="200"} 2.0',
+        'status="200"} 3.0',
         'promptmm_http_request_duration_seconds_count{endpoint="/interactions",method="POST",'
         'status="200"} 1.0',
         'promptmm_http_request_duration_seconds_count{endpoint="unmatched",method="GET",'
@@ -115,7 +118,6 @@ def test_each_app_has_its_own_registry(request: pytest.FixtureRequest, tmp_path:
 
 
 def test_reload_swaps_to_the_latest_version_and_refolds_users_lazily(client: TestClient) -> None:
-    store = client.app.state.store  # type: ignore[attr-defined]
     client.post("/interactions", json={"user_id": "3", "item_ids": ["i5"]}, headers=AUTH)
     write_random_bundle(client.app.state.settings.bundle_path, seed=1, version="test-v2")  # type: ignore[attr-defined]
 
@@ -123,11 +125,18 @@ def test_reload_swaps_to_the_latest_version_and_refolds_users_lazily(client: Tes
 
     assert response.status_code == 200
     assert response.json() == {"model_version": "test-v2", "previous_version": "test-v1"}
-    assert store.get_vector("3", "test-v2") is None
     result = client.post("/recommend", json={"user_id": "3", "k": 80}).json()
     assert result["model_version"] == "test-v2"
     assert "i5" not in [entry["item_id"] for entry in result["items"]]
-    assert store.get_vector("3", "test-v2") is not None
+    served = client.app.state.recommender  # type: ignore[attr-defined]
+    new_bundle = served.bundle
+    expected = fold_in_user(
+        new_bundle.user_ego[3],
+        new_bundle.item_layers,
+        np.union1d(new_bundle.seen_items(3), [5]),
+        new_bundle.item_popularity(),
+    )
+    np.testing.assert_allclose(served.user_vector("3"), expected, rtol=1e-6)
     assert 'model_version="test-v2"' in "\n".join(metric_lines(client))
     assert 'model_version="test-v1"' not in "\n".join(metric_lines(client))
 
