@@ -63,7 +63,9 @@ class Connection:
 @dataclass
 class _Phase:
     n_requests: int
+    started: float
     deadline: float
+    rate: float | None = None
     next_index: int = 0
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
@@ -88,6 +90,13 @@ async def _worker(
         while (index := phase.take()) is not None:
             method, path, body = make(index)
             started = time.perf_counter()
+            if phase.rate is not None:
+                # open loop: request ``index`` is due at a fixed time; its latency counts from
+                # then, so time spent waiting for a free connection is not hidden
+                due = phase.started + index / phase.rate
+                if due > started:
+                    await asyncio.sleep(due - started)
+                started = due
             status, payload = await connection.request(method, path, body, headers)
             phase.latencies.append(time.perf_counter() - started)
             if status != 200:
@@ -107,12 +116,20 @@ async def run_phase(
     max_seconds: float,
     headers: dict[str, str] | None = None,
     host: str = "127.0.0.1",
+    rate: float | None = None,
 ) -> LatencyStats:
-    """Send ``n_requests`` (at most ``max_seconds``) over ``connections`` concurrent connections."""
+    """Send ``n_requests`` (at most ``max_seconds``) over ``connections`` concurrent connections.
+
+    ``rate`` None: closed loop, each connection sends its next request as soon as the last
+    answered (the throughput at saturation). ``rate`` r: open loop, request ``n`` is due at
+    ``n / r`` seconds and sent on the first free connection; latency counts from the due time.
+    """
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError(f"the load generator drives loopback only, got host {host!r}")
+    if rate is not None and not rate > 0:
+        raise ValueError(f"rate must be > 0 requests/s, got {rate}")
     started = time.perf_counter()
-    phase = _Phase(n_requests=n_requests, deadline=started + max_seconds)
+    phase = _Phase(n_requests, started, started + max_seconds, rate)
     await asyncio.gather(
         *(_worker(phase, host, port, make, headers or {}) for _ in range(connections))
     )

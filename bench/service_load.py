@@ -5,8 +5,10 @@
 For each uvicorn worker count: start the service (the container's command on a loopback
 port, a fresh SQLite store in a temporary directory), warm up, then measure in the same run
 ``/healthz`` and ``/recommend`` (random known users, k=20) at ``--connections`` concurrent
-keep-alive connections, then ``/interactions`` (one random item for a random user) at the
-same concurrency and at one connection. Prints a Markdown table and writes
+keep-alive connections, closed loop (saturation throughput), then ``/recommend`` open loop at
+``--rate`` requests/s over the same connections, then ``/interactions`` (one random item for
+a random user) closed loop at the same concurrency and at one connection, and open loop at
+``--write-rate``. Prints a Markdown table and writes
 ``bench/results/service-load.md``. Goals: recommend/healthz throughput >= 0.8, /recommend
 p99 <= 10 ms, /interactions p99 <= 20 ms.
 """
@@ -48,6 +50,8 @@ class Load:
     requests: int
     writes: int
     max_seconds: float
+    rate: float
+    write_rate: float
 
 
 def request_makers(user_ids: Sequence[str], item_ids: Sequence[str], seed: int) -> dict[str, Maker]:
@@ -90,6 +94,18 @@ async def measure(port: int, load: Load, makers: dict[str, Maker]) -> list[Laten
         )
         for name in ("healthz", "recommend")
     ]
+    results.append(
+        await run_phase(
+            f"recommend at {load.rate:g}/s",
+            port,
+            makers["recommend"],
+            connections=load.connections,
+            n_requests=min(load.requests, int(load.rate * load.max_seconds)),
+            max_seconds=load.max_seconds + 5,
+            rate=load.rate,
+        )
+    )
+    writes = {"headers": {"X-API-Key": API_KEY}, "n_requests": load.writes}
     for connections in (load.connections, 1):
         results.append(
             await run_phase(
@@ -97,11 +113,21 @@ async def measure(port: int, load: Load, makers: dict[str, Maker]) -> list[Laten
                 port,
                 makers["interactions"],
                 connections=connections,
-                n_requests=load.writes,
                 max_seconds=load.max_seconds,
-                headers={"X-API-Key": API_KEY},
+                **writes,
             )
         )
+    results.append(
+        await run_phase(
+            f"interactions at {load.write_rate:g}/s",
+            port,
+            makers["interactions"],
+            connections=load.connections,
+            max_seconds=load.max_seconds + 5,
+            rate=load.write_rate,
+            **writes,
+        )
+    )
     return results
 
 
@@ -152,21 +178,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=20000, help="per read phase")
     parser.add_argument("--writes", type=int, default=2000, help="per /interactions phase")
     parser.add_argument("--seconds", type=float, default=30.0, help="cap per phase")
+    parser.add_argument(
+        "--rate", type=float, default=500.0, help="open-loop /recommend requests per second"
+    )
+    parser.add_argument(
+        "--write-rate", type=float, default=200.0, help="open-loop /interactions per second"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "service-load.md")
     args = parser.parse_args(argv)
     setup_logging()
     if args.connections < 1 or args.requests < 1 or args.writes < 1:
         parser.error("--connections, --requests and --writes must be >= 1")
+    if not (args.rate > 0 and args.write_rate > 0):
+        parser.error("--rate and --write-rate must be > 0")
     bundle = ensure_tiktok_bundle(args.bundle)
-    load = Load(args.connections, args.requests, args.writes, args.seconds)
+    load = Load(
+        args.connections, args.requests, args.writes, args.seconds, args.rate, args.write_rate
+    )
     results = {w: bench_workers(bundle, w, load, args.seed) for w in args.workers}
     version = read_bundle(bundle).model_version
     notes = (
         f"Bundle `{version}`, embedded SQLite store, {args.connections} concurrent keep-alive "
         "connections from one asyncio client process on the same machine (loopback), latency "
-        "measured at the client. Goals: recommend/healthz >= 0.8, /recommend p99 <= 10 ms, "
-        "/interactions p99 <= 20 ms."
+        "measured at the client. Rows without a rate are closed loop (each connection sends "
+        "as soon as its last answer came: the throughput at saturation, where latency is "
+        "connections / throughput by Little's law); rows 'at N/s' are open loop (request n is "
+        "due at n/N s on the first free connection, latency counted from its due time). "
+        "Goals: recommend/healthz >= 0.8, /recommend p99 <= 10 ms, /interactions p99 <= 20 ms."
     )
     text = write_report(args.out, "Service load benchmark", [notes, table(results)])
     print(text)
