@@ -12,8 +12,9 @@
       validation (``--holdout`` validation interactions stay out as its early-stopping split).
   On tiktok no validation user has a test item, so (b) cannot change a test ranking.
 ``--protocol holdout`` (where the updated users are evaluated): one training item of every
-  test user with >= 2 is held out; (a) trains without them (``--bundle``, else trained here),
-  (b) replays them online, (c) is the model trained on the full training split
+  test and validation user with >= 2 is held out (:func:`bench.replay_data.holdout_pairs`);
+  (a) trains without them (``--bundle``, else trained here), (b) replays them online, (c) is
+  the model trained on the full training split
   (``--retrained``, default ``models/tiktok``).
 Test Recall@20 / NDCG@20 mask training and validation items in every row. Writes
 ``bench/results/table7-replay[-holdout].md``.
@@ -51,7 +52,9 @@ from bench.replay_data import (
     write_holdout,
     write_merged,
 )
-from bundle import Bundle, read_bundle
+from bundle import read_bundle
+from service.config import load_settings
+from service.recommender import Recommender
 from service.store import SQLiteStore
 from tests.integration.conftest import ServiceProcess
 from training.data import Dataset, load_dataset
@@ -85,23 +88,28 @@ def replay(bundle_path: Path, pairs: list[tuple[str, str]], workdir: Path) -> La
     return LatencyStats.of("POST /interactions", latencies, errors, elapsed)
 
 
-def online_user_embeddings(bundle: Bundle, store_path: Path, users: set[str]) -> np.ndarray:
-    """The bundle's user embeddings with every fine-tuned vector from the store swapped in."""
-    user_emb = bundle.user_embeddings.copy()
-    index = {user_id: row for row, user_id in enumerate(bundle.user_ids)}
+def online_user_embeddings(bundle_path: Path, store_path: Path, users: set[str]) -> np.ndarray:
+    """The bundle's user embeddings with the vector the service now serves each updated user.
+
+    The service's own :class:`~service.recommender.Recommender` reads the replay's store, so
+    the vectors are exactly what ``/recommend`` uses (folded from the stored interactions, or
+    the stored vector for ``bpr``).
+    """
+    settings = load_settings(
+        bundle_path=bundle_path, store_path=store_path, allow_open_writes=True, REDIS_URL=None
+    )
     store = SQLiteStore(store_path)
-    missing = []
     try:
+        recommender = Recommender.load(settings, store)
+        user_emb = recommender.bundle.user_embeddings.copy()
+        index = {user_id: row for row, user_id in enumerate(recommender.bundle.user_ids)}
         for user_id in users:
-            vector = store.get_vector(user_id, bundle.model_version)
+            vector = recommender.user_vector(user_id)
             if vector is None:
-                missing.append(user_id)
-            else:
-                user_emb[index[user_id]] = vector
+                raise ValueError(f"updated user {user_id!r} has no vector")
+            user_emb[index[user_id]] = vector
     finally:
         store.close()
-    if missing:
-        raise ValueError(f"{len(missing)} updated users have no stored vector, e.g. {missing[:5]}")
     return user_emb
 
 
@@ -156,8 +164,9 @@ def plan(args: argparse.Namespace, dataset: Dataset, workdir: Path) -> Plan:
 
 def cost_note(update: LatencyStats, retrain_s: float | None) -> str:
     note = (
-        f"One update (HTTP round trip: validation, durable SQLite write, fine-tune, vector "
-        f"write): mean {update.mean_ms:.2f} ms, p50 {update.p50_ms:.2f} ms, p99 "
+        f"One update (HTTP round trip: validation, durable SQLite write; the user's vector "
+        f"is folded from the stored interactions when next served): mean "
+        f"{update.mean_ms:.2f} ms, p50 {update.p50_ms:.2f} ms, p99 "
         f"{update.p99_ms:.2f} ms over {update.requests} sequential requests "
         f"({update.errors} errors; {update.seconds:.1f} s for all of them)."
     )
@@ -193,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_same_ids(bundle, dataset)
         update = replay(chosen.stale, external(dataset, chosen.pairs), workdir)
         updated = {dataset.user_ids[user] for user, _ in chosen.pairs}
-        online = online_user_embeddings(stale, workdir / "replay.sqlite3", updated)
+        online = online_user_embeddings(chosen.stale, workdir / "replay.sqlite3", updated)
     changed = len({user for user, _ in chosen.pairs} & test_users)
     retrain = f"{chosen.retrain_s:.0f} s" if chosen.retrain_s is not None else "(reused bundle)"
     rows = []

@@ -3,9 +3,10 @@
 ``/recommend`` is the hot path, so it is ``async`` and answers with JSON built straight from
 the :class:`Recommendation` (``response_model`` still documents it; FastAPI does not validate
 a returned ``Response`` a second time). With the embedded store its blocking work is small and
-bounded (two indexed SQLite reads and one FAISS search, about half a millisecond; once per
-user after a reload, the lazy re-fold adds a fine-tune and one group commit), so it runs on
-the event loop instead of paying a thread-pool hop; with Redis (network reads that can wait
+bounded (one indexed SQLite read, the user's fold-in and one FAISS search, under half a
+millisecond; with the stateful ``bpr`` update, once per user after a reload, a re-fold and one
+group commit), so it runs on the event loop instead of paying a thread-pool hop; with Redis
+(network reads that can wait
 up to the socket timeout) it runs in the thread pool so that a slow Redis never stalls the
 loop. It reads ``app.state`` itself rather than through dependencies, whose resolution cost
 a measurable share of the request. ``/recommend/batch`` (up to ``max_batch`` searches) always
