@@ -2,14 +2,18 @@
 
     python -m bench.finetune_select --bundle PATH [--data DIR] [--seed 0]
 
-Selection set (never reads tiktok's test split): the replay's posts, the held-out training
-item ``h`` of each user of :func:`bench.replay_data.holdout_pairs`, which the stale bundle
-never saw. For each such user one other training item ``g`` (drawn with ``seed + 1``) is
-hidden: the update sees the user's stale training items minus ``g`` plus ``h``, and the
-updated vector must rank ``g`` among the items that are neither those positives nor
-validation items (Recall@20 = hit@20, NDCG@20). Caveat: the stale vector was trained on
-``g``, so the set favours updates that stay near it; it only ranks methods and their
-settings. Then the chosen method alone is scored on the test split once, as in
+Selection sets (none reads tiktok's test split), on the stale bundle trained without the
+held-out item ``h`` of each user of :func:`bench.replay_data.holdout_pairs`:
+
+- **online** (the one that chooses): each validation user with a held-out item posts it;
+  the update sees the user's stale training items plus ``h`` and must rank the user's
+  validation item, which no model saw (Recall@20 = hit@20, NDCG@20);
+- **cold**: the same users as new users (start from the mean user), their items posted;
+- **hidden**: each test user posts ``h`` with one other stale training item ``g`` (drawn
+  with ``seed + 1``) hidden from the update, and must rank ``g``; the stale vector was
+  trained on ``g``, so this set measures forgetting.
+
+Then the chosen method alone is scored on the test split once, as in
 ``bench.table7_replay`` (training and validation items masked).
 """
 
@@ -25,12 +29,12 @@ import numpy as np
 
 from bench.common import RESULTS_DIR, markdown_table, setup_logging, shared_datasets, write_report
 from bench.replay_data import check_same_ids, holdout_pairs, metrics_on_test
-from bundle import Bundle, read_bundle
-from service.finetune import finetune_user, mean_square
+from bundle import Bundle, fold_in_user, read_bundle
+from service.finetune import finetune_user, mean_fold_in, mean_square
 from training.data import Dataset, load_dataset
 
 logger = logging.getLogger(__name__)
-Update = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+Update = Callable[[int | None, np.ndarray, int], np.ndarray]
 BPR_GRID = ((20, 2.0, 0.01), (20, 10.0, 0.01), (50, 10.0, 0.01), (20, 10.0, 0.0))
 MEAN_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 RIDGE_GRID = ((1.0, 20), (10.0, 1), (10.0, 100), (100.0, 100))
@@ -66,15 +70,31 @@ def ridge_fold_in(
     return np.asarray(start + np.linalg.solve(gram, pos_emb.T @ (targets - scores)))
 
 
-def candidates(items: np.ndarray) -> dict[str, Update]:
-    """Every method and setting compared: name -> update(start, positives, seed)."""
+def candidates(bundle: Bundle) -> dict[str, Update]:
+    """Every method and setting compared: name -> update(user row or None, positives, seed).
+
+    A ``None`` row is a new user: it starts from the mean user vector (the mean ego for
+    ``propagate``), as the service does.
+    """
+    items = bundle.item_embeddings
     scale = mean_square(items)
-    methods: dict[str, Update] = {"stale (no update)": lambda start, pos, seed: start}
+    mean_user = bundle.user_embeddings.mean(axis=0)
+
+    def start(row: int | None) -> np.ndarray:
+        return mean_user if row is None else bundle.user_embeddings[row]
+
+    methods: dict[str, Update] = {"stale (no update)": lambda row, pos, seed: start(row)}
+    if bundle.user_ego is not None and bundle.item_layers is not None:
+        ego, layers = bundle.user_ego, bundle.item_layers
+        mean_ego, degrees = ego.mean(axis=0), bundle.item_popularity()
+        methods["propagate"] = lambda row, pos, seed: fold_in_user(
+            mean_ego if row is None else ego[row], layers, pos, degrees
+        )
 
     def bpr(steps: int, lr: float, prox: float) -> Update:
-        return lambda start, pos, seed: finetune_user(
+        return lambda row, pos, seed: finetune_user(
             items,
-            start,
+            start(row),
             pos,
             np.random.default_rng(seed),
             steps,
@@ -86,22 +106,10 @@ def candidates(items: np.ndarray) -> dict[str, Update]:
         )
 
     def mean(beta: float) -> Update:
-        return lambda start, pos, seed: finetune_user(
-            items,
-            start,
-            pos,
-            np.random.default_rng(seed),
-            0,
-            1.0,
-            1,
-            0.0,
-            item_scale=scale,
-            method="mean",
-            beta=beta,
-        )
+        return lambda row, pos, seed: mean_fold_in(items, start(row), pos, beta, scale)
 
     def ridge(reg: float, rank: int) -> Update:
-        return lambda start, pos, seed: ridge_fold_in(items, start, pos, reg, rank, scale)
+        return lambda row, pos, seed: ridge_fold_in(items, start(row), pos, reg, rank, scale)
 
     for steps, lr, prox in BPR_GRID:
         methods[f"bpr steps={steps} lr={lr} prox={prox}"] = bpr(steps, lr, prox)
@@ -112,35 +120,40 @@ def candidates(items: np.ndarray) -> dict[str, Update]:
     return methods
 
 
-Case = tuple[np.ndarray, np.ndarray, np.ndarray, int]
+Case = tuple[int | None, np.ndarray, np.ndarray, int]
+"""(user row, or None for a new user; update positives; ranking mask; target item)."""
 
 
 def hidden_item_set(bundle: Bundle, dataset: Dataset, seed: int) -> list[Case]:
-    """(start, update positives, ranking mask, target): replayed users, one stale item hidden."""
+    """Test users of the replay: post ``h``, one stale item ``g`` hidden from the update."""
     rng = np.random.default_rng(seed + 1)
-    cases = []
+    test_users = set(dataset.test.tocoo().row.tolist())
+    cases: list[Case] = []
     for user, posted in holdout_pairs(dataset, seed):
+        if user not in test_users:
+            continue
         stale = bundle.seen_items(user).astype(np.int64)
         hidden = int(rng.choice(stale))
         positives = np.union1d(stale[stale != hidden], [posted])
-        cases.append((bundle.user_embeddings[user], positives, positives, hidden))
+        cases.append((user, positives, positives, hidden))
     return cases
 
 
-def validation_set(bundle: Bundle, dataset: Dataset, cold: bool) -> list[Case]:
-    """(start, positives, mask, target): validation users, their training items as positives.
+def online_set(bundle: Bundle, dataset: Dataset, seed: int, cold: bool) -> list[Case]:
+    """Validation users of the replay: post ``h``, rank the validation item.
 
-    The target is the user's validation item, which the stale bundle never saw. The start is
-    the user's stale vector (warm) or the mean user vector (cold, as for a new user).
+    The user starts from its stale vector, or as a new user (``cold``) whose posted items
+    are its stale training items plus ``h``.
     """
-    valid = dataset.valid.tocoo()
-    mean_user = bundle.user_embeddings.mean(axis=0)
-    cases = []
-    for user, item in zip(valid.row.tolist(), valid.col.tolist(), strict=True):
-        positives = bundle.seen_items(user).astype(np.int64)
-        if positives.size:
-            start = mean_user if cold else bundle.user_embeddings[user]
-            cases.append((start, positives, positives, item))
+    valid = dataset.valid.tocsr()
+    cases: list[Case] = []
+    for user, posted in holdout_pairs(dataset, seed):
+        targets = valid.indices[valid.indptr[user] : valid.indptr[user + 1]]
+        if targets.size == 0:
+            continue
+        positives = np.union1d(bundle.seen_items(user).astype(np.int64), [posted])
+        for target in targets.tolist():
+            cases.append((None if cold else user, positives, positives, int(target)))
     return cases
 
 
@@ -159,15 +172,16 @@ def hit_metrics(
     return float(hit.mean()), float(np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0).mean())
 
 
-def select(items: np.ndarray, cases: list[Case]) -> dict[str, tuple[float, float, float]]:
+def select(bundle: Bundle, cases: list[Case]) -> dict[str, tuple[float, float, float]]:
     """Method -> (R@20, N@20, mean ms per update) of every candidate on ``cases``."""
+    items = bundle.item_embeddings
     masks = [mask for _, _, mask, _ in cases]
     targets = np.array([target for *_, target in cases])
     scored = {}
-    for name, update in candidates(items).items():
+    for name, update in candidates(bundle).items():
         started = time.perf_counter()
         vectors = np.stack(
-            [update(start, pos, row) for row, (start, pos, _, _) in enumerate(cases)]
+            [update(user, pos, seed) for seed, (user, pos, _, _) in enumerate(cases)]
         )
         cost = (time.perf_counter() - started) * 1e3 / len(cases)
         recall, ndcg = hit_metrics(vectors, items, masks, targets)
@@ -182,7 +196,7 @@ def test_metrics(
     users = bundle.user_embeddings.copy()
     for user, posted in holdout_pairs(dataset, seed):
         positives = np.union1d(bundle.seen_items(user).astype(np.int64), [posted])
-        users[user] = update(bundle.user_embeddings[user], positives, user)
+        users[user] = update(user, positives, user)
     return (
         metrics_on_test(bundle.user_embeddings, bundle.item_embeddings, dataset),
         metrics_on_test(users, bundle.item_embeddings, dataset),
@@ -200,22 +214,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     dataset = load_dataset(args.data)
     bundle = read_bundle(args.bundle)
     check_same_ids(bundle, dataset)
-    items = bundle.item_embeddings
     sets = {
-        "warm": validation_set(bundle, dataset, cold=False),
-        "cold": validation_set(bundle, dataset, cold=True),
+        "online": online_set(bundle, dataset, args.seed, cold=False),
+        "cold": online_set(bundle, dataset, args.seed, cold=True),
         "hidden": hidden_item_set(bundle, dataset, args.seed),
     }
-    results = {name: select(items, cases) for name, cases in sets.items()}
-    methods = list(results["warm"])
-    best = max(methods[1:], key=lambda name: results["warm"][name][:2])
+    results = {name: select(bundle, cases) for name, cases in sets.items()}
+    methods = list(results["online"])
+    best = max(methods[1:], key=lambda name: results["online"][name][:2])
     rows = [
         [f"**{name}**" if name == best else name]
         + [f"{results[kind][name][metric]:.4f}" for kind in sets for metric in (0, 1)]
-        + [f"{results['warm'][name][2]:.2f}"]
+        + [f"{results['online'][name][2]:.2f}"]
         for name in methods
     ]
-    stale, updated = test_metrics(bundle, dataset, args.seed, candidates(items)[best])
+    stale, updated = test_metrics(bundle, dataset, args.seed, candidates(bundle)[best])
     logger.info("chosen %s: test %s -> %s", best, stale, updated)
     headers = ["method"] + [f"{kind} {m}" for kind in sets for m in ("R@20", "N@20")] + ["ms"]
     sizes = ", ".join(f"{kind} {len(cases)}" for kind, cases in sets.items())
@@ -228,34 +241,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Online user-update selection on {dataset.name} (no test data)",
         [
             f"Stale bundle `{bundle.model_version}`. Selection sets ({sizes} users): " + SETS,
-            f"Chosen on warm (R@20, then N@20): **{best}**; ms = mean per update on warm.",
+            f"Chosen on online (R@20, then N@20): **{best}**; ms = mean per update on online.",
             markdown_table(headers, rows),
             "Test split, read once for the chosen method only (training and validation items "
             "masked, as `bench.table7_replay`; one update per replayed post):",
             markdown_table(["model", "test R@20", "test N@20"], test_rows),
-            NOTES,
         ],
     )
     return 0
 
 
 SETS = (
-    "**warm**: each validation user starts from its stale vector, is updated with its "
-    "training items and must rank its validation item, which the stale model never saw. "
-    "**cold**: the same users start from the mean user vector, as a new user does. "
-    "**hidden**: the replay's posts (the held-out training item of each test user of "
-    "`holdout_pairs`) with one other stale training item hidden from the update and ranked; "
-    "the stale vector was trained on it, so this set measures forgetting, not progress. "
-    "Targets are never masked; all other positives and validation items are."
-)
-
-NOTES = (
-    "Notes: on **cold** every update ranks below the mean user vector itself (a new user "
-    "is better served by the population's taste than by a centroid of one or two items), "
-    "and on **hidden** every update forgets part of what the stale vector knew; warm is the "
-    "set that matches the online task (a warm vector, an unseen target). The mean update "
-    "adds ``beta / s`` times the centroid of ALL positives to its start vector, so it is "
-    "idempotent only when the start is the bundle's vector, not the last updated one."
+    "**online**: each validation user with a held-out item posts it, starting from its "
+    "stale vector, and must rank its validation item, which no model saw. **cold**: the "
+    "same users as new users (mean user start; their stale training items and the held-out "
+    "item posted). **hidden**: each test user posts its held-out item with one other stale "
+    "training item hidden from the update, and must rank it; the stale vector was trained on "
+    "it, so this set measures forgetting, not progress. Targets are never masked; all other "
+    "positives are."
 )
 
 

@@ -46,11 +46,17 @@ def write_merged(dataset: Dataset, source: Path, out: Path, holdout: int, seed: 
 
 
 def holdout_pairs(dataset: Dataset, seed: int) -> list[tuple[int, int]]:
-    """One training item (drawn with ``seed``) of each test user with at least two of them."""
+    """One training item (drawn with ``seed``) of each test or validation user with >= 2.
+
+    The test users' pairs measure the online update on the test split; the validation users'
+    pairs (disjoint users on tiktok) let ``bench.finetune_select`` choose the update method
+    without reading the test split.
+    """
     train = dataset.train.tocsr()
     rng = np.random.default_rng(seed)
     removed = []
-    for user in np.unique(dataset.test.tocoo().row):
+    users = np.union1d(dataset.test.tocoo().row, dataset.valid.tocoo().row)
+    for user in users:
         items = train.indices[train.indptr[user] : train.indptr[user + 1]]
         if items.size >= 2:
             removed.append((int(user), int(rng.choice(items))))
