@@ -1,4 +1,4 @@
-"""Export of the student (only its final embeddings) as a bundle, and evaluation of a bundle.
+"""Export of the student (its embeddings only) as a bundle, and evaluation of a bundle.
 
 The bundle format is ``bundle/format.py`` (see ``models/README.md``): nothing of the
 teacher, the prompt module or torch leaves training.
@@ -21,6 +21,10 @@ from training.evaluate import evaluate
 logger = logging.getLogger(__name__)
 
 
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy().astype(np.float32)
+
+
 def export_student(
     dataset: Dataset,
     user_emb: torch.Tensor,
@@ -28,12 +32,30 @@ def export_student(
     config: dict[str, Any],
     metrics: dict[str, Any],
     models_dir: Path,
+    *,
+    user_ego: torch.Tensor,
+    item_layers: torch.Tensor,
 ) -> Path:
-    """Write the student's embeddings to ``<models_dir>/<dataset>/<version>/``, update LATEST."""
+    """Write the student's embeddings to ``<models_dir>/<dataset>/<version>/``, update LATEST.
+
+    Args:
+        dataset: the data the student was trained on (its training split and ids go along).
+        user_emb: (U, d) final user embeddings.
+        item_emb: (I, d) final item embeddings.
+        config: the resolved training config (stored in the manifest).
+        metrics: validation/test metrics at the selected epoch (stored in the manifest).
+        models_dir: the models root; the bundle goes under ``<dataset name>/``.
+        user_ego: (U, d) the student's user ego embeddings.
+        item_layers: (L, I, d) its item embeddings at LightGCN layers ``0..L-1``; with
+            ``user_ego`` they must reproduce ``user_emb`` (``bundle.validate`` checks it).
+
+    Returns:
+        The version directory written.
+    """
     train = dataset.train.tocsr()
     bundle = Bundle(
-        user_embeddings=user_emb.detach().cpu().numpy().astype(np.float32),
-        item_embeddings=item_emb.detach().cpu().numpy().astype(np.float32),
+        user_embeddings=_numpy(user_emb),
+        item_embeddings=_numpy(item_emb),
         train_indptr=train.indptr.astype(np.int64),
         train_indices=train.indices.astype(np.int32),
         user_ids=list(dataset.user_ids),
@@ -43,6 +65,8 @@ def export_student(
         data_fingerprint=dataset.fingerprint,
         config=config,
         metrics=metrics,
+        user_ego=_numpy(user_ego),
+        item_layers=_numpy(item_layers),
     )
     target = write_bundle(bundle, models_dir / dataset.name)
     logger.info("exported the student to %s", target)

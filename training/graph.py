@@ -23,8 +23,10 @@ __all__ = [
     "bipartite_blocks",
     "item_feature_propagation",
     "item_side",
+    "layer_mean",
     "normalized_adjacency",
     "propagate",
+    "propagate_layers",
     "spmm",
     "user_side",
 ]
@@ -115,6 +117,36 @@ def spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return _sparse_mm(adj, adj, x)
 
 
+def propagate_layers(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> list[torch.Tensor]:
+    """The LightGCN layers ``[ego, Â ego, ..., Â^L ego]``.
+
+    Args:
+        adj: (U+I, U+I) normalised adjacency.
+        ego: (U+I, d) stacked user then item ego embeddings.
+        n_layers: L >= 0.
+
+    Returns:
+        L + 1 tensors (U+I, d); the first is ``ego`` itself.
+    """
+    if n_layers < 0:
+        raise ValueError(f"n_layers must be >= 0, got {n_layers}")
+    layers = [ego]
+    for _ in range(n_layers):
+        layers.append(spmm(adj, layers[-1]))
+    return layers
+
+
+def layer_mean(layers: list[torch.Tensor]) -> torch.Tensor:
+    """The LightGCN final embeddings: the mean of :func:`propagate_layers`' output.
+
+    A single layer (L = 0, MF) is returned unchanged.
+    """
+    total = layers[0]
+    for layer in layers[1:]:
+        total = total + layer
+    return total if len(layers) == 1 else total / len(layers)
+
+
 def propagate(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
     """LightGCN propagation with layer mean: ``mean(ego, Â ego, ..., Â^L ego)``.
 
@@ -126,16 +158,7 @@ def propagate(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tens
     Returns:
         (U+I, d) final embeddings.
     """
-    if n_layers < 0:
-        raise ValueError(f"n_layers must be >= 0, got {n_layers}")
-    if n_layers == 0:
-        return ego
-    total = ego
-    layer = ego
-    for _ in range(n_layers):
-        layer = spmm(adj, layer)
-        total = total + layer
-    return total / (n_layers + 1)
+    return layer_mean(propagate_layers(adj, ego, n_layers))
 
 
 def bipartite_blocks(adj: torch.Tensor, n_users: int) -> tuple[torch.Tensor, torch.Tensor]:

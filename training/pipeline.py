@@ -162,6 +162,8 @@ def run_pipeline(
                 resolved,
                 metrics,
                 Path(config.run.models_dir),
+                user_ego=result.student.user_ego,
+                item_layers=result.student.item_layers,
             )
             summary["bundle"] = str(result.bundle_dir)
     summary["seconds"] = round(time.perf_counter() - started, 1)

@@ -21,6 +21,7 @@ import torch
 
 from training.config import Config
 from training.context import TrainingContext
+from training.graph import layer_mean, propagate_layers
 from training.loop import FitResult, State, copy_state, fit, optimise_epoch, total_loss
 from training.losses import bpr_loss, l2_reg, list_kd_loss, pair_kd_loss, sce_loss
 from training.models import Student, TeacherOutput
@@ -78,12 +79,19 @@ class KDTargets:
 
 @dataclass(frozen=True)
 class StudentResult:
-    """The student at its best validation epoch, with validation and test metrics."""
+    """The student at its best validation epoch, with validation and test metrics.
+
+    ``user_emb``/``item_emb`` are the final embeddings, the layer mean of the LightGCN
+    layers that ``user_ego`` (U, d) and ``item_layers`` (L, I, d; item layers ``0..L-1``)
+    are taken from (what the bundle needs to fold a user's new interactions in).
+    """
 
     student: Student
     fit: FitResult
     user_emb: torch.Tensor
     item_emb: torch.Tensor
+    user_ego: torch.Tensor
+    item_layers: torch.Tensor
     valid: dict[str, float]
     test: dict[str, float]
 
@@ -147,6 +155,23 @@ def _student_loss(
     return total_loss(parts.values()), parts
 
 
+def final_layers(
+    student: Student, adj: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(user_emb, item_emb, user_ego, item_layers)`` of ``student`` (see StudentResult).
+
+    One propagation in eval mode without gradient; the final embeddings are the mean of the
+    very layers returned, so an export of both is consistent.
+    """
+    student.eval()
+    n_users = student.n_users
+    with torch.no_grad():
+        layers = propagate_layers(adj, torch.cat(student.ego_parameters()), student.n_layers)
+        final = layer_mean(layers)
+        item_layers = torch.stack(layers)[:-1, n_users:]
+    return final[:n_users], final[n_users:], layers[0][:n_users], item_layers
+
+
 def train_student(
     ctx: TrainingContext,
     config: Config,
@@ -203,7 +228,14 @@ def train_student(
     student.load_state_dict(result.best_state["student"])
     if "prompt" in result.best_state and teacher is not None and teacher.prompt is not None:
         teacher.prompt.load_state_dict(result.best_state["prompt"])
-    user_emb, item_emb = embeddings()
+    user_emb, item_emb, user_ego, item_layers = final_layers(student, ctx.adj)
     return StudentResult(
-        student, result, user_emb, item_emb, result.best_valid, ctx.test(user_emb, item_emb)
+        student,
+        result,
+        user_emb,
+        item_emb,
+        user_ego,
+        item_layers,
+        result.best_valid,
+        ctx.test(user_emb, item_emb),
     )

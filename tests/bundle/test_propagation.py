@@ -53,11 +53,12 @@ def layered_bundle(n_layers: int = 2, scale: float = 1.0, seed: int = 0) -> Bund
     )
 
 
-def _rewrite(directory: Path, name: str, **arrays: np.ndarray) -> None:
-    """Replace ``name`` with ``arrays`` and fix its manifest checksum (a consistent edit)."""
-    np.savez(directory / name, **arrays)
+def _rewrite(directory: Path, user_ego: np.ndarray, item_layers: np.ndarray) -> None:
+    """Replace propagation.npz and fix its manifest checksum (so only the content is wrong)."""
+    path = directory / PROPAGATION
+    np.savez(path, user_ego=user_ego, item_layers=item_layers)
     manifest = json.loads((directory / MANIFEST).read_text())
-    manifest["files"][name]["sha256"] = hashlib.sha256((directory / name).read_bytes()).hexdigest()
+    manifest["files"][PROPAGATION]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     (directory / MANIFEST).write_text(json.dumps(manifest))
 
 
@@ -202,7 +203,7 @@ def test_tampered_layers_are_rejected_on_read(tmp_path: Path) -> None:
     original = layered_bundle()
     directory = write_bundle(original, tmp_path)
     assert original.user_ego is not None
-    _rewrite(directory, PROPAGATION, user_ego=original.user_ego, item_layers=_tampered_layers())
+    _rewrite(directory, original.user_ego, _tampered_layers())
     with pytest.raises(BundleError, match=r"propagation\.npz: .* user row 3 is off by 0\.\d+"):
         read_bundle(directory)
 
@@ -243,12 +244,7 @@ def test_a_pickled_propagation_file_is_refused(tmp_path: Path) -> None:
     original = layered_bundle()
     directory = write_bundle(original, tmp_path)
     assert original.user_ego is not None
-    _rewrite(
-        directory,
-        PROPAGATION,
-        user_ego=original.user_ego,
-        item_layers=np.array([object()], dtype=object),
-    )
+    _rewrite(directory, original.user_ego, np.array([object()], dtype=object))
     with pytest.raises(BundleError, match=re.escape(f"{PROPAGATION}: unreadable")):
         read_bundle(directory)
 

@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from bundle import BundleError, read_bundle
+from bundle import BundleError, fold_in_user, read_bundle
 from training.config import EvalConfig
 from training.data import Dataset, load_dataset
 from training.evaluate import evaluate
 from training.export import evaluate_bundle, export_student
+from training.graph import normalized_adjacency
+from training.models import Student
+from training.stage2 import final_layers
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +24,22 @@ def dataset(synthetic_dataset: Path) -> Dataset:
     return load_dataset(synthetic_dataset)
 
 
-def _export(dataset: Dataset, root: Path, seed: int = 0) -> tuple[Path, torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    users = torch.randn(dataset.n_users, 8, generator=gen)
-    items = torch.randn(dataset.n_items, 8, generator=gen)
+def _export(
+    dataset: Dataset, root: Path, seed: int = 0, n_layers: int = 2
+) -> tuple[Path, torch.Tensor, torch.Tensor]:
+    """Export a freshly initialised LightGCN student (dim 8) over ``dataset``'s graph."""
+    torch.manual_seed(seed)
+    student = Student(dataset.n_users, dataset.n_items, 8, n_layers)
+    users, items, user_ego, item_layers = final_layers(student, normalized_adjacency(dataset.train))
     path = export_student(
-        dataset, users, items, {"student": {"dim": 8}}, {"test": {"recall@20": 0.5}}, root
+        dataset,
+        users,
+        items,
+        {"student": {"dim": 8}},
+        {"test": {"recall@20": 0.5}},
+        root,
+        user_ego=user_ego,
+        item_layers=item_layers,
     )
     return path, users, items
 
@@ -43,6 +56,51 @@ def test_round_trip_keeps_embeddings_ids_and_train(dataset: Dataset, tmp_path: P
         np.testing.assert_array_equal(bundle.seen_items(user), dataset.train[user].indices)
     assert bundle.data_fingerprint == dataset.fingerprint
     assert bundle.config == {"student": {"dim": 8}}
+
+
+@pytest.mark.parametrize("n_layers", [0, 1, 3])
+def test_exported_layers_fold_every_user_back_in(
+    dataset: Dataset, tmp_path: Path, n_layers: int
+) -> None:
+    path, users, _ = _export(dataset, tmp_path, n_layers=n_layers)
+    bundle = read_bundle(path)
+    assert bundle.n_layers == n_layers
+    assert bundle.user_ego is not None and bundle.item_layers is not None
+    assert bundle.item_layers.shape == (n_layers, dataset.n_items, 8)
+    degrees = bundle.item_popularity()
+    np.testing.assert_array_equal(degrees, np.diff(dataset.train.tocsc().indptr))
+    folded = np.stack(
+        [
+            fold_in_user(bundle.user_ego[u], bundle.item_layers, bundle.seen_items(u), degrees)
+            for u in range(bundle.n_users)
+        ]
+    )
+    np.testing.assert_allclose(folded, users.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_final_layers_are_the_students_forward(dataset: Dataset) -> None:
+    torch.manual_seed(0)
+    student = Student(dataset.n_users, dataset.n_items, 8, 2)
+    adj = normalized_adjacency(dataset.train)
+    users, items, user_ego, item_layers = final_layers(student, adj)
+    expected_users, expected_items = student(adj)
+    assert torch.equal(users, expected_users) and torch.equal(items, expected_items)
+    assert torch.equal(user_ego, student.user_ego)
+    assert torch.equal(item_layers[0], student.item_ego)
+    assert item_layers.shape == (2, dataset.n_items, 8) and not item_layers.requires_grad
+
+
+def test_layers_that_do_not_reproduce_the_embeddings_are_not_exported(
+    dataset: Dataset, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    student = Student(dataset.n_users, dataset.n_items, 8, 2)
+    users, items, user_ego, item_layers = final_layers(student, normalized_adjacency(dataset.train))
+    with pytest.raises(BundleError, match=r"propagation\.npz: .* user row \d+ is off by"):
+        export_student(
+            dataset, users + 1, items, {}, {}, tmp_path, user_ego=user_ego, item_layers=item_layers
+        )
+    assert not (tmp_path / dataset.name).exists(), "nothing may be written"
 
 
 def test_evaluate_bundle_matches_evaluate_on_the_embeddings(

@@ -13,8 +13,10 @@ from training.graph import (
     bipartite_blocks,
     item_feature_propagation,
     item_side,
+    layer_mean,
     normalized_adjacency,
     propagate,
+    propagate_layers,
     user_side,
 )
 
@@ -90,6 +92,19 @@ def test_propagate_is_layer_mean_and_its_gradient_matches_dense() -> None:
     reference.pow(2).sum().backward()
     torch.testing.assert_close(out, reference)
     torch.testing.assert_close(grad_sparse, ego.grad)
+
+
+def test_propagate_layers_are_powers_of_the_adjacency_and_average_to_propagate() -> None:
+    adj, dense, _ = _random_graph()
+    ego = torch.randn(12, 4, generator=torch.Generator().manual_seed(2))
+    layers = propagate_layers(adj, ego, 3)
+    assert len(layers) == 4 and layers[0] is ego
+    for power, layer in enumerate(layers):
+        torch.testing.assert_close(layer, torch.linalg.matrix_power(dense, power) @ ego)
+    assert torch.equal(layer_mean(layers), propagate(adj, ego, 3))
+    assert propagate_layers(adj, ego, 0) == [ego] and layer_mean([ego]) is ego
+    with pytest.raises(ValueError, match="n_layers"):
+        propagate_layers(adj, ego, -1)
 
 
 def test_propagate_zero_layers_is_identity() -> None:

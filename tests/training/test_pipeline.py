@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bundle import read_bundle
+from bundle import fold_in_user, read_bundle
 from training.config import REPO_ROOT, Config, load_config
 from training.data import load_dataset
 from training.loop import NonFiniteLossError, check_finite
@@ -79,6 +79,23 @@ def test_exported_bundle_reads_back_as_the_student(
     assert bundle.metrics["test"] == full_run.summary["student"]["test"]
     assert bundle.config["stage1"]["max_epochs"] == 2
     assert bundle.dim == 16
+
+
+def test_exported_bundle_carries_the_best_students_layers(full_run: PipelineResult) -> None:
+    assert full_run.bundle_dir is not None and full_run.student is not None
+    bundle = read_bundle(full_run.bundle_dir)  # validate() recomputes every user from the layers
+    assert bundle.n_layers == bundle.config["student"]["n_layers"] == 2
+    assert full_run.student.student.n_layers == 2
+    assert bundle.user_ego is not None and bundle.item_layers is not None
+    user_ego, item_ego = full_run.student.student.ego_parameters()  # the best epoch's, reloaded
+    np.testing.assert_array_equal(bundle.user_ego, user_ego.detach().numpy())
+    np.testing.assert_array_equal(bundle.item_layers[0], item_ego.detach().numpy())
+    degrees = bundle.item_popularity()
+    for user in range(bundle.n_users):
+        folded = fold_in_user(
+            bundle.user_ego[user], bundle.item_layers, bundle.seen_items(user), degrees
+        )
+        np.testing.assert_allclose(folded, bundle.user_embeddings[user], rtol=1e-5, atol=1e-6)
 
 
 def test_prompt_trains_with_the_student_and_the_teacher_stays_frozen(
