@@ -13,8 +13,9 @@
   On tiktok no validation user has a test item, so (b) cannot change a test ranking.
 ``--protocol holdout`` (where the updated users are evaluated): one training item of every
   test and validation user with >= 2 is held out (:func:`bench.replay_data.holdout_pairs`);
-  (a) trains without them (``--bundle``, else trained here), (b) replays them online, (c) is
-  the model trained on the full training split
+  (a) trains without them (``--bundle``, else trained here on the schedule (c) ended with:
+  :func:`schedule_of`), (b) replays them online, (c) is the model trained on the full
+  training split
   (``--retrained``, default ``models/tiktok``).
 Test Recall@20 / NDCG@20 mask training and validation items in every row. Writes
 ``bench/results/table7-replay[-holdout].md``.
@@ -52,7 +53,7 @@ from bench.replay_data import (
     write_holdout,
     write_merged,
 )
-from bundle import read_bundle
+from bundle import Bundle, read_bundle
 from service.config import load_settings
 from service.recommender import Recommender
 from service.store import SQLiteStore
@@ -113,7 +114,7 @@ def online_user_embeddings(bundle_path: Path, store_path: Path, users: set[str])
     return user_emb
 
 
-def train_on(data: Path, workdir: Path) -> tuple[Path, float]:
+def train_on(data: Path, workdir: Path, extra: Sequence[str] = ()) -> tuple[Path, float]:
     """Train configs/tiktok.toml on ``data``; return the models root and the wall time."""
     models = workdir / "models"
     started = time.perf_counter()
@@ -124,9 +125,26 @@ def train_on(data: Path, workdir: Path) -> tuple[Path, float]:
             f"run.models_dir={models}",
             f"run.runs_dir={workdir / 'runs'}",
             "run.progress=false",
+            *extra,
         ],
     )
     return models / data.name, time.perf_counter() - started
+
+
+def schedule_of(reference: Bundle) -> list[str]:
+    """Overrides that train exactly the schedule ``reference`` ended with, without early stops.
+
+    The teacher runs all its epochs and the student stops at the reference's best epoch,
+    evaluated only there: holding out the validation users' items changes what validation
+    early stopping would pick, and (a) must differ from (c) in its data only.
+    """
+    stage1 = reference.config["stage1"]
+    epoch = int(reference.metrics["best_epoch"])
+    return [
+        f"stage1.patience={stage1['max_epochs']}",
+        f"stage2.max_epochs={epoch}",
+        f"stage2.eval_every={epoch}",
+    ]
 
 
 @dataclass(frozen=True)
@@ -153,11 +171,11 @@ def plan(args: argparse.Namespace, dataset: Dataset, workdir: Path) -> Plan:
         what = "(c) full retrain on train + valid"
     else:
         pairs = holdout_pairs(dataset, args.seed)
+        reference = ensure_tiktok_bundle(args.retrained)
         stale = args.bundle
         if stale is None:
             data = write_holdout(dataset, args.data, workdir / "holdout" / dataset.name, args.seed)
-            stale, _ = train_on(data, workdir)
-        reference = ensure_tiktok_bundle(args.retrained)
+            stale, _ = train_on(data, workdir, schedule_of(read_bundle(reference)))
         what = "(c) trained on the full train split"
     return Plan(stale, pairs, reference, what, timed)
 
