@@ -3,6 +3,13 @@
 Two implementations: ``SQLiteStore`` (embedded, one process, WAL, the default) and
 ``RedisStore`` (shared by replicas, chosen when ``REDIS_URL`` is set). Ids are the external
 string ids of the bundle's ``ids.json``, so stored data survives a bundle reload.
+
+Both keep an append-order log of every (user, item) pair, read with
+:meth:`Store.events_since` from a revision: an integer >= 0 (0 is "before anything") that grows
+with each append. A follower keeps the revision it was last given and passes it back to learn
+only what was appended since; every reader of one store sees the same pairs in the same order.
+A revision the store has not reached (its log was reset or it is another store) raises
+:class:`StoreError`, and the follower starts again from 0.
 """
 
 from __future__ import annotations
@@ -35,6 +42,16 @@ class Store(Protocol):
 
     def seen(self, user_id: str) -> set[str]:
         """Every item id recorded for ``user_id`` through :meth:`append`."""
+
+    def events_since(self, revision: int) -> tuple[int, list[tuple[str, str]]]:
+        """Every (user_id, item_id) appended after ``revision``, in order, and the new revision.
+
+        Revisions are integers >= 0 that grow with each append; 0 is "before anything". Passing
+        the returned revision back returns only what was appended in between (nothing: an empty
+        list and the same revision). Repeated interactions appear once per append. A negative
+        or non-integer ``revision`` raises ``ValueError``; one ahead of the store's latest
+        raises :class:`StoreError` (start again from 0).
+        """
 
     def get_vector(self, user_id: str, model_version: str) -> np.ndarray | None:
         """The fine-tuned vector of ``user_id`` for ``model_version``, if one was stored."""
@@ -75,6 +92,21 @@ def check_event(event: object) -> Event:
     if not math.isfinite(timestamp):
         raise ValueError(f"Event.timestamp must be finite, got {timestamp!r}")
     return event
+
+
+def check_revision(revision: object) -> int:
+    """Return ``revision`` when it is an integer >= 0 (not a bool), else raise ``ValueError``."""
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+        raise ValueError(f"revision must be an integer >= 0, got {revision!r}")
+    return revision
+
+
+def ahead_of_store(revision: int, latest: int, store: str) -> StoreError:
+    """The error for a ``revision`` past the ``latest`` one of ``store``: the caller restarts."""
+    return StoreError(
+        f"revision {revision} is ahead of {store} (latest revision {latest}): its log was "
+        "reset or belongs to another store; read again from revision 0"
+    )
 
 
 def vector_to_bytes(vector: np.ndarray) -> bytes:

@@ -5,13 +5,18 @@ Keys, all under ``<prefix>:``:
 - ``<prefix>:seen:<user_id>``: a set of the item ids the user interacted with;
 - ``<prefix>:events``: a stream, the append-only log of every event (fields ``user``,
   ``items`` as a JSON list, ``ts``), kept with its timestamp;
+- ``<prefix>:log``: a list, one entry per (user, item) pair in append order, each the JSON
+  array ``[user_id, item_id]``; :meth:`RedisStore.events_since` reads it, its revision being
+  the list's length (entries written before this key existed are only in the stream);
 - ``<prefix>:vec:<model_version>``: a hash, field ``<user_id>`` -> little-endian float32 bytes.
 
 :meth:`RedisStore.append` queues every event on one ``MULTI``/``EXEC`` pipeline: a bad event
-discards the whole batch before anything is sent, and Redis applies the ``EXEC`` as one unit.
+discards the whole batch before anything is sent, and Redis applies the ``EXEC`` as one unit,
+so the seen sets, the stream and the log never disagree and no reader sees half an append.
 A connection lost after ``EXEC`` was applied is retried, which may log that batch twice in the
-stream (the seen sets are unaffected). How long an acknowledged write survives a crash of
-Redis itself is the server's persistence setting (``appendonly yes``, ``appendfsync``).
+stream and the log, as if it had been appended twice (the seen sets are unaffected). How long
+an acknowledged write survives a crash of Redis itself is the server's persistence setting
+(``appendonly yes``, ``appendfsync``).
 """
 
 from __future__ import annotations
@@ -28,7 +33,15 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from service.store.base import Event, StoreError, check_event, vector_from_bytes, vector_to_bytes
+from service.store.base import (
+    Event,
+    StoreError,
+    ahead_of_store,
+    check_event,
+    check_revision,
+    vector_from_bytes,
+    vector_to_bytes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +101,20 @@ class RedisStore:
             members = cast(set[bytes], self._live().smembers(self._seen_key(user_id)))
         return {member.decode() for member in members}
 
+    def events_since(self, revision: int) -> tuple[int, list[tuple[str, str]]]:
+        """The log's entries from index ``revision`` on and its length, read in one transaction."""
+        revision = check_revision(revision)
+        with (
+            self._errors("read the interaction log"),
+            self._live().pipeline(transaction=True) as pipe,
+        ):
+            pipe.llen(self._log_key)
+            pipe.lrange(self._log_key, revision, -1)
+            latest, entries = cast(tuple[int, list[bytes]], tuple(pipe.execute()))
+        if revision > latest:
+            raise ahead_of_store(revision, latest, f"Redis log {self._log_key}")
+        return latest, [self._decode_pair(entry) for entry in entries]
+
     def get_vector(self, user_id: str, model_version: str) -> np.ndarray | None:
         with self._errors("read a user vector"):
             blob = cast(bytes | None, self._live().hget(self._vec_key(model_version), user_id))
@@ -122,10 +149,27 @@ class RedisStore:
             "ts": repr(float(event.timestamp)),
         }
         pipe.xadd(self._events_key, fields)
+        pipe.rpush(self._log_key, *(json.dumps([event.user_id, item]) for item in event.item_ids))
+
+    def _decode_pair(self, entry: bytes) -> tuple[str, str]:
+        """The (user_id, item_id) of one log entry; a malformed entry is a ``StoreError``."""
+        try:
+            pair = json.loads(entry)
+        except ValueError as exc:
+            raise StoreError(f"Redis log {self._log_key} holds a corrupt entry {entry!r}") from exc
+        if not (
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)
+        ):
+            raise StoreError(f"Redis log {self._log_key} holds a corrupt entry {entry!r}")
+        return pair[0], pair[1]
 
     @property
     def _events_key(self) -> str:
         return f"{self._prefix}:events"
+
+    @property
+    def _log_key(self) -> str:
+        return f"{self._prefix}:log"
 
     def _seen_key(self, user_id: str) -> str:
         return f"{self._prefix}:seen:{user_id}"

@@ -14,7 +14,9 @@ Design:
   of queueing on SQLite's write lock with its sleeping busy handler.
 - ``interactions`` is an append-only log: one row per (user, item, timestamp); repeated
   interactions are kept with their own timestamps and :meth:`SQLiteStore.seen` returns the
-  distinct set.
+  distinct set. Its ``AUTOINCREMENT`` id is the revision of :meth:`SQLiteStore.events_since`:
+  SQLite has one writer at a time and commits each append whole, so ids become visible in
+  increasing order, never with a gap that a later commit fills, nor half an append.
 - ``vectors`` holds one float32 blob per (user, model_version).
 - The schema version is ``PRAGMA user_version``; a file written by a newer schema is refused.
 - Thread safety: one connection per thread (sync FastAPI endpoints run in a thread pool),
@@ -34,7 +36,15 @@ from pathlib import Path
 
 import numpy as np
 
-from service.store.base import Event, StoreError, check_event, vector_from_bytes, vector_to_bytes
+from service.store.base import (
+    Event,
+    StoreError,
+    ahead_of_store,
+    check_event,
+    check_revision,
+    vector_from_bytes,
+    vector_to_bytes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +124,25 @@ class SQLiteStore:
                 "SELECT DISTINCT item_id FROM interactions WHERE user_id = ?", (user_id,)
             )
             return {item_id for (item_id,) in rows}
+
+    def events_since(self, revision: int) -> tuple[int, list[tuple[str, str]]]:
+        """Every (user, item) row with an id above ``revision``, in id order, and the last id."""
+        revision = check_revision(revision)
+        with self._errors("read the interaction log"):
+            conn = self._connection()
+            rows = conn.execute(
+                "SELECT id, user_id, item_id FROM interactions WHERE id > ? ORDER BY id",
+                (revision,),
+            ).fetchall()
+            if rows:
+                return rows[-1][0], [(user_id, item_id) for _, user_id, item_id in rows]
+            row = conn.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'interactions'"
+            ).fetchone()
+        latest: int = 0 if row is None else row[0]
+        if revision > latest:
+            raise ahead_of_store(revision, latest, f"SQLite store {self._path}")
+        return revision, []
 
     def get_vector(self, user_id: str, model_version: str) -> np.ndarray | None:
         with self._errors("read a user vector"):

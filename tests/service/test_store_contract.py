@@ -204,6 +204,112 @@ class TestStoreContract:
             reopened.get_vector("u1", "m1"), np.arange(3, dtype=np.float32)
         )
 
+    def test_events_since_on_an_empty_store(self, store: Store) -> None:
+        assert store.events_since(0) == (0, [])
+
+    def test_events_since_follows_appends_in_order(self, store: Store) -> None:
+        store.append([event("u1", "a", "b"), event("u2", "a"), event("u1", "a", ts=2.0)])
+        store.append([event("u3", "c")])
+        revision, pairs = store.events_since(0)
+        assert pairs == [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u1", "a"), ("u3", "c")]
+        assert revision > 0
+        assert store.events_since(revision) == (revision, [])
+        store.append([event("u2", "d", "a")])
+        store.append([event("u1", "b")])
+        newer, new_pairs = store.events_since(revision)
+        assert new_pairs == [("u2", "d"), ("u2", "a"), ("u1", "b")]
+        assert newer > revision
+        assert store.events_since(newer) == (newer, [])
+        assert store.events_since(0) == (newer, pairs + new_pairs)
+
+    def test_events_since_every_revision_splits_the_log(self, store: Store) -> None:
+        """Any revision handed out, passed back, yields exactly the rest of the log."""
+        revisions = [store.events_since(0)[0]]
+        for i in range(4):
+            store.append([event(f"u{i}", f"i{i}", f"j{i}")])
+            revisions.append(store.events_since(revisions[-1])[0])
+        latest, everything = store.events_since(0)
+        assert latest == revisions[-1]
+        for step, revision in enumerate(revisions):
+            assert store.events_since(revision) == (latest, everything[2 * step :])
+
+    def test_failed_appends_add_nothing_to_the_log(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        store.append([event("u0", "z")])
+        revision, _ = store.events_since(0)
+        with pytest.raises(ValueError, match="item_ids"):
+            store.append([event("u1", "a"), event("u2"), event("u3", "c")])
+        write = store._write_event  # type: ignore[attr-defined]
+        calls: list[Event] = []
+
+        def fail_on_second(target: object, ev: Event) -> None:
+            calls.append(ev)
+            if len(calls) == 2:
+                raise _InjectedFailure("injected mid-batch failure")
+            write(target, ev)
+
+        monkeypatch.setattr(store, "_write_event", fail_on_second)
+        with pytest.raises(_InjectedFailure):
+            store.append([event("u1", "a"), event("u2", "b"), event("u3", "c")])
+        monkeypatch.undo()
+        assert store.events_since(revision) == (revision, [])
+        store.append([event("u4", "d")])
+        assert store.events_since(revision)[1] == [("u4", "d")]
+        assert store.events_since(0)[1] == [("u0", "z"), ("u4", "d")]
+
+    def test_events_since_concurrent_appends_stay_whole(self, store: Store) -> None:
+        """Every append's pairs are contiguous in the log; nothing is lost or doubled."""
+        threads, per_thread = 4, 10
+        start = threading.Barrier(threads)
+
+        def writer(t: int) -> None:
+            start.wait()
+            for i in range(per_thread):
+                store.append([event(f"u{t}", f"{i}-a", f"{i}-b", f"{i}-c")])
+
+        with ThreadPoolExecutor(threads) as pool:
+            for future in [pool.submit(writer, t) for t in range(threads)]:
+                future.result()
+        _, pairs = store.events_since(0)
+        assert len(pairs) == threads * per_thread * 3
+        for start_at in range(0, len(pairs), 3):
+            user = pairs[start_at][0]
+            batch = pairs[start_at][1].split("-")[0]
+            expected = [(user, f"{batch}-{suffix}") for suffix in "abc"]
+            assert pairs[start_at : start_at + 3] == expected
+        for t in range(threads):
+            assert [item for user, item in pairs if user == f"u{t}"] == [
+                f"{i}-{suffix}" for i in range(per_thread) for suffix in "abc"
+            ]
+
+    def test_events_since_survives_reopening(self, open_same: Opener) -> None:
+        first = open_same()
+        first.append([event("u1", "a", "b")])
+        revision, _ = first.events_since(0)
+        first.close()
+        second = open_same()
+        assert second.events_since(0) == (revision, [("u1", "a"), ("u1", "b")])
+        second.append([event("u2", "c")])
+        latest, pairs = second.events_since(revision)
+        assert pairs == [("u2", "c")]
+        second.close()
+        assert open_same().events_since(revision) == (latest, [("u2", "c")])
+
+    @pytest.mark.parametrize("bad", [-1, 1.0, "0", None, True])
+    def test_events_since_refuses_a_bad_revision(self, store: Store, bad: object) -> None:
+        with pytest.raises(ValueError, match="revision"):
+            store.events_since(bad)  # type: ignore[arg-type]
+
+    def test_events_since_refuses_a_revision_ahead_of_the_store(self, store: Store) -> None:
+        with pytest.raises(StoreError, match="ahead"):
+            store.events_since(1)
+        store.append([event("u1", "a", "b")])
+        latest, _ = store.events_since(0)
+        with pytest.raises(StoreError, match="ahead"):
+            store.events_since(latest + 1)
+        assert store.events_since(latest) == (latest, [])
+
     def test_close_is_idempotent_and_final(self, store: Store) -> None:
         store.close()
         store.close()
@@ -212,6 +318,8 @@ class TestStoreContract:
             store.append([event("u1", "a")])
         with pytest.raises(StoreError, match="closed"):
             store.seen("u1")
+        with pytest.raises(StoreError, match="closed"):
+            store.events_since(0)
 
 
 def test_sqlite_keeps_a_timestamped_log_in_a_wal_file(tmp_path: Path) -> None:
@@ -259,6 +367,39 @@ def test_redis_keeps_a_timestamped_log(redis_url: str, redis_prefix: str) -> Non
     client.close()
     logged = [(f["user"], json.loads(f["items"]), float(f["ts"])) for _, f in entries]
     assert logged == [("u1", ["a", "b"], 10.5), ("u2", ["c"], 11.0)]
+
+
+def test_redis_log_is_one_json_pair_per_item(redis_url: str, redis_prefix: str) -> None:
+    store = RedisStore(redis_url, redis_prefix)
+    store.append([event("u:1", "a,b", '"c"'), event("u2", "d")])
+    store.close()
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    entries = client.lrange(f"{redis_prefix}:log", 0, -1)
+    client.close()
+    assert [json.loads(entry) for entry in entries] == [
+        ["u:1", "a,b"],
+        ["u:1", '"c"'],
+        ["u2", "d"],
+    ]
+
+
+def test_redis_corrupt_log_entry_is_a_store_error(redis_url: str, redis_prefix: str) -> None:
+    store = RedisStore(redis_url, redis_prefix)
+    client = redis.Redis.from_url(redis_url)
+    client.rpush(f"{redis_prefix}:log", b'["u1"]')
+    client.close()
+    try:
+        with pytest.raises(StoreError, match="corrupt"):
+            store.events_since(0)
+    finally:
+        store.close()
+
+
+def test_redis_down_events_since_is_a_store_error() -> None:
+    store = RedisStore("redis://127.0.0.1:1/0", "promptmm-test-down")
+    with pytest.raises(StoreError, match="unreachable"):
+        store.events_since(0)
+    store.close()
 
 
 def test_redis_down_is_a_store_error_and_ping_false() -> None:
