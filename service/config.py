@@ -63,6 +63,12 @@ class Settings(BaseSettings):
             "towards the positives' centroid), bpr steps, or auto (propagate when possible)."
         ),
     )
+    fold_items: bool = Field(
+        True,
+        description=(
+            "Re-propagate the items that get online interactions (needs the bundle's layers)."
+        ),
+    )
     finetune_beta: float = Field(
         0.3, ge=0, description="Mean update: step towards the positives' centroid."
     )

@@ -44,6 +44,7 @@ from service.finetune import (
     resolve_method,
 )
 from service.index import MISSING_ITEM, ItemIndex, build_index
+from service.overlay import ItemOverlay, merge_top_k
 from service.store.base import Event, Store
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,12 @@ class Recommender:
             self._user_ego = _read_only(bundle.user_ego)
             self._item_layers = _read_only(bundle.item_layers)
             self._mean_ego = _read_only(bundle.user_ego.mean(axis=0).astype(np.float32))
+        self._overlay = (
+            ItemOverlay(bundle) if settings.fold_items and bundle.item_layers is not None else None
+        )
+        self._revision = 0
+        self._sync_lock = threading.Lock()
+        self._sync_items()
 
     @classmethod
     def load(
@@ -154,7 +161,13 @@ class Recommender:
         return self.recommend_many([RecommendQuery(user_id, k, exclude_seen)])[0]
 
     def recommend_many(self, queries: Sequence[RecommendQuery]) -> list[Recommendation]:
-        """Top-k for each query; users with a vector are searched in one index call."""
+        """Top-k for each query; users with a vector are searched in one index call.
+
+        Items re-propagated with online interactions (the overlay) are left out of the index
+        search and scored exactly, then merged in.
+        """
+        self._sync_items()
+        overlay_items, overlay_vectors = self._overlay_snapshot()
         states = [self._user_state(query.user_id, query.exclude_seen) for query in queries]
         vectors = {
             row: state.vector for row, state in enumerate(states) if state.vector is not None
@@ -163,14 +176,26 @@ class Recommender:
         results: dict[int, list[tuple[str, float]]] = {}
         if personal:
             k_max = max(queries[row].k for row in personal)
-            found = self.index.search(
-                np.stack(list(vectors.values())), k_max, [states[row].exclude for row in personal]
-            )
+            excludes = [states[row].exclude for row in personal]
+            if overlay_items.size:
+                excludes = [np.union1d(exclude, overlay_items) for exclude in excludes]
+            found = self.index.search(np.stack(list(vectors.values())), k_max, excludes)
             for position, row in enumerate(personal):
-                results[row] = self._named(
-                    found.items[position, : queries[row].k],
-                    found.scores[position, : queries[row].k],
-                )
+                k = queries[row].k
+                scores, items = found.scores[position, :k], found.items[position, :k]
+                if overlay_items.size:
+                    allowed = ~np.isin(overlay_items, states[row].exclude)
+                    extra = overlay_vectors[allowed].astype(np.float64) @ vectors[row].astype(
+                        np.float64
+                    )
+                    scores, items = merge_top_k(
+                        scores,
+                        items,
+                        dict(zip(overlay_items[allowed].tolist(), extra.tolist(), strict=True)),
+                        k,
+                        MISSING_ITEM,
+                    )
+                results[row] = self._named(items, scores)
         answers = []
         for row, (query, state) in enumerate(zip(queries, states, strict=True)):
             if row in results:
@@ -210,6 +235,35 @@ class Recommender:
                     start = self._store.get_vector(user_id, self.model_version)
                     self._refresh_vector(user_id, self._store.seen(user_id), start)
         return sum(len(event.item_ids) for event in events)
+
+    def item_vectors(self) -> np.ndarray:
+        """The item vectors served now: the bundle's, with the overlay's rows swapped in."""
+        self._sync_items()
+        items, vectors = self._overlay_snapshot()
+        served = self._items.copy()
+        served[items] = vectors
+        return served
+
+    def _overlay_snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._overlay is None:
+            return np.empty(0, dtype=np.int64), np.empty((0, self.bundle.dim), dtype=np.float32)
+        return self._overlay.snapshot
+
+    def _sync_items(self) -> None:
+        """Apply the interactions appended since the last look to the item overlay."""
+        if self._overlay is None:
+            return
+        with self._sync_lock:
+            revision, pairs = self._store.events_since(self._revision)
+            if pairs:
+                started = time.perf_counter()
+                self._overlay.apply(pairs)
+                logger.debug(
+                    "item overlay: %d events in %.1f ms",
+                    len(pairs),
+                    (time.perf_counter() - started) * 1e3,
+                )
+            self._revision = revision
 
     def user_vector(self, user_id: str) -> np.ndarray | None:
         """The vector ``/recommend`` uses for ``user_id`` now (None: an unknown user)."""

@@ -9,8 +9,29 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bundle import Bundle, fold_in_user, write_bundle
+from bundle import Bundle, write_bundle
 from service.config import Settings, load_settings
+
+
+def lightgcn_layers(
+    user_ego: np.ndarray, item_ego: np.ndarray, rows: list[np.ndarray], n_layers: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A LightGCN forward in numpy: ``(user final, item final, item layers 0..L-1)``."""
+    matrix = np.zeros((user_ego.shape[0], item_ego.shape[0]))
+    for user, row in enumerate(rows):
+        matrix[user, row] = 1.0
+    user_deg, item_deg = matrix.sum(axis=1), matrix.sum(axis=0)
+    scale_u = np.where(user_deg > 0, 1 / np.sqrt(np.maximum(user_deg, 1)), 0.0)
+    scale_i = np.where(item_deg > 0, 1 / np.sqrt(np.maximum(item_deg, 1)), 0.0)
+    adjacency = scale_u[:, None] * matrix * scale_i[None, :]
+    users, items = [user_ego.astype(np.float64)], [item_ego.astype(np.float64)]
+    for _ in range(n_layers):
+        users, items = [*users, adjacency @ items[-1]], [*items, adjacency.T @ users[-1]]
+    return (
+        np.mean(users, axis=0).astype(np.float32),
+        np.mean(items, axis=0).astype(np.float32),
+        np.stack(items[:n_layers]).astype(np.float32).reshape(n_layers, *item_ego.shape),
+    )
 
 
 def random_bundle(
@@ -27,28 +48,25 @@ def random_bundle(
 
     User ids are ``"0"``..``"n_users-1"`` (so a JSON integer id names them too), item ids
     ``"i0"``..; the last item is never a training item, so its popularity is zero. With
-    ``n_layers`` the bundle carries LightGCN layers (random egos and item layers, and the user
-    embeddings they reproduce, as an export writes them); ``None``: no layers.
+    ``n_layers`` the embeddings are a real LightGCN forward of Gaussian egos over the training
+    graph and the bundle carries the layers, as an export writes them; ``None``: Gaussian final
+    embeddings and no layers.
     """
     rng = np.random.default_rng(seed)
     counts = rng.integers(items_per_user[0], items_per_user[1], size=n_users)
     rows = [np.sort(rng.choice(n_items - 1, size=count, replace=False)) for count in counts]
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    indices = np.concatenate(rows).astype(np.int32)
     users = rng.standard_normal((n_users, dim)).astype(np.float32)
+    items = rng.standard_normal((n_items, dim)).astype(np.float32)
     user_ego = item_layers = None
     if n_layers is not None:
         user_ego = users
-        item_layers = rng.standard_normal((n_layers, n_items, dim)).astype(np.float32)
-        degrees = np.bincount(indices, minlength=n_items)
-        users = np.stack(
-            [fold_in_user(user_ego[u], item_layers, row, degrees) for u, row in enumerate(rows)]
-        ).astype(np.float32)
+        users, items, item_layers = lightgcn_layers(user_ego, items, rows, n_layers)
     return Bundle(
         user_embeddings=users,
-        item_embeddings=rng.standard_normal((n_items, dim)).astype(np.float32),
+        item_embeddings=items,
         train_indptr=indptr,
-        train_indices=indices,
+        train_indices=np.concatenate(rows).astype(np.int32),
         user_ids=[str(user) for user in range(n_users)],
         item_ids=[f"i{item}" for item in range(n_items)],
         model_version=version,

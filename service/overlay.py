@@ -1,0 +1,168 @@
+"""Item vectors re-propagated with the interactions posted online (the item side of the fold-in).
+
+When users interact with an item online, the student would give that item new neighbours. The
+overlay recomputes, for every item that got online interactions, the final LightGCN embedding
+the student computes over the enlarged graph (training edges + online edges), holding the egos
+fixed:
+
+    final_i = 1/(L+1) * (e_i^(0) + sum_{l=1..L} i^(l)),
+    i^(l)   = sum_{u in N'(i)} u^(l-1) / sqrt(d'_u d'_i),
+    u^(0)   = the user's ego (the mean ego for a user the bundle does not know),
+    u^(l)   = sum_{j in N'(u)} e_j^(l-1) / sqrt(d'_u d'_j)   (l = 1..L-1),
+
+where ``N'`` and the degrees ``d'`` count training and online edges, and ``e_j^(l)`` are the
+bundle's item layers. For L <= 2 this is exact (it only needs item egos); for deeper students
+the users' higher layers use the bundle's item layers. Every replica applies the same append-
+ordered log (:meth:`service.store.base.Store.events_since`), so every replica computes the same
+vectors. The FAISS index is never modified: the recommender searches it without the overlaid
+items and scores those exactly (:func:`merge_top_k`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from bundle import Bundle
+
+UserKey = int | str
+"""A bundle user's row, or the external id of a user the bundle does not know."""
+
+
+def _item_users(bundle: Bundle) -> tuple[np.ndarray, np.ndarray]:
+    """CSC view of the training matrix: users of item ``i`` are ``users[ptr[i]:ptr[i+1]]``."""
+    owners = np.repeat(np.arange(bundle.n_users), np.diff(bundle.train_indptr))
+    order = np.argsort(bundle.train_indices, kind="stable")
+    counts = np.bincount(bundle.train_indices, minlength=bundle.n_items)
+    pointer = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return pointer, owners[order].astype(np.int64)
+
+
+class ItemOverlay:
+    """Online neighbours of items and users, and the re-propagated vectors of touched items.
+
+    Thread-safe: :meth:`apply` serialises writers; :attr:`snapshot` is replaced, never
+    mutated, so a reader always sees one consistent ``(items, vectors)`` pair.
+    """
+
+    def __init__(self, bundle: Bundle) -> None:
+        if bundle.user_ego is None or bundle.item_layers is None:
+            raise ValueError(f"bundle {bundle.model_version} has no LightGCN layers to fold in")
+        self._bundle = bundle
+        self._ego = bundle.user_ego
+        self._mean_ego = bundle.user_ego.mean(axis=0)
+        self._layers = bundle.item_layers
+        self._user_index = {user: row for row, user in enumerate(bundle.user_ids)}
+        self._item_index = {item: col for col, item in enumerate(bundle.item_ids)}
+        self._item_ptr, self._item_train_users = _item_users(bundle)
+        self._degrees = bundle.item_popularity()
+        self._online_users: dict[int, set[UserKey]] = {}
+        self._online_items: dict[UserKey, set[int]] = {}
+        self._vectors: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self.snapshot: tuple[np.ndarray, np.ndarray] = (
+            np.empty(0, dtype=np.int64),
+            np.empty((0, bundle.dim), dtype=np.float32),
+        )
+
+    def apply(self, pairs: Iterable[tuple[str, str]]) -> int:
+        """Add online ``(user_id, item_id)`` pairs, in log order; return the new edges.
+
+        Each new edge re-propagates its item and the user's other online items (whose weight
+        for this user changed with the user's degree), one edge at a time, so the vectors depend
+        only on the log's order, not on how it was batched: replicas that applied the same log
+        hold the same vectors. Pairs naming an item outside this bundle's catalog, training
+        edges and repeated pairs add nothing.
+        """
+        with self._lock:
+            added = 0
+            for user_id, item_id in pairs:
+                item = self._item_index.get(item_id)
+                if item is None:
+                    continue
+                row = self._user_index.get(user_id)
+                key: UserKey = user_id if row is None else row
+                if key in self._online_users.get(item, ()) or (
+                    row is not None and item in self._train_items(row)
+                ):
+                    continue
+                self._online_users.setdefault(item, set()).add(key)
+                self._online_items.setdefault(key, set()).add(item)
+                self._degrees[item] += 1
+                for changed in sorted(self._online_items[key]):
+                    self._vectors[changed] = self._propagate_item(changed)
+                added += 1
+            if added:
+                order = np.asarray(sorted(self._vectors), dtype=np.int64)
+                stacked = np.stack([self._vectors[item] for item in order.tolist()])
+                vectors = stacked.astype(np.float32)
+                vectors.flags.writeable = False
+                self.snapshot = (order, vectors)
+            return added
+
+    def _train_items(self, row: int) -> np.ndarray:
+        indptr = self._bundle.train_indptr
+        return self._bundle.train_indices[indptr[row] : indptr[row + 1]]
+
+    def _user_items(self, key: UserKey) -> np.ndarray:
+        online = self._online_items.get(key, set())
+        train = self._train_items(key) if isinstance(key, int) else np.empty(0, dtype=np.int32)
+        return np.union1d(train, np.fromiter(online, dtype=np.int64, count=len(online)))
+
+    def _propagate_item(self, item: int) -> np.ndarray:
+        """The item's final embedding over the enlarged graph (float64, see the module)."""
+        train_users = self._item_train_users[self._item_ptr[item] : self._item_ptr[item + 1]]
+        online = sorted(self._online_users.get(item, set()), key=lambda key: (str(type(key)), key))
+        keys: list[UserKey] = [*train_users.tolist(), *online]
+        user_items = [self._user_items(key) for key in keys]
+        user_degrees = np.asarray([max(len(items), 1) for items in user_items], dtype=np.float64)
+        item_degree = float(len(keys))
+        layers_count = self._layers.shape[0]
+        user_layer = np.stack(
+            [self._mean_ego if isinstance(key, str) else self._ego[key] for key in keys]
+        ).astype(np.float64)
+        total = self._layers[0, item].astype(np.float64)
+        for layer in range(1, layers_count + 1):
+            weights = 1.0 / np.sqrt(user_degrees * item_degree)
+            total = total + weights @ user_layer
+            if layer < layers_count:
+                user_layer = self._user_layer(user_items, user_degrees, layer - 1)
+        return np.asarray(total / (layers_count + 1))
+
+    def _user_layer(
+        self, user_items: list[np.ndarray], user_degrees: np.ndarray, item_layer: int
+    ) -> np.ndarray:
+        """``u^(item_layer + 1)`` of each user: their items' layer rows, degree-normalised."""
+        flat = np.concatenate(user_items).astype(np.int64)
+        owners = np.repeat(np.arange(len(user_items)), [len(items) for items in user_items])
+        weights = 1.0 / np.sqrt(user_degrees[owners] * np.maximum(self._degrees[flat], 1))
+        out = np.zeros((len(user_items), self._layers.shape[2]))
+        np.add.at(out, owners, self._layers[item_layer, flat].astype(np.float64) * weights[:, None])
+        return out
+
+
+def merge_top_k(
+    found_scores: np.ndarray,
+    found_items: np.ndarray,
+    extra: Mapping[int, float],
+    k: int,
+    missing: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The top-``k`` of the index's candidates and ``extra`` (item -> score) together.
+
+    Ordered by descending score, ties by the lower item index (as the index and the offline
+    evaluator order); rows shorter than ``k`` are padded with ``missing`` / ``-inf``.
+    """
+    valid = found_items != missing
+    items = np.concatenate([found_items[valid], np.fromiter(extra, dtype=np.int64)])
+    scores = np.concatenate(
+        [found_scores[valid], np.fromiter(extra.values(), dtype=np.float64, count=len(extra))]
+    )
+    order = np.lexsort((items, -scores))[:k]
+    out_scores = np.full(k, -np.inf)
+    out_items = np.full(k, missing, dtype=np.int64)
+    out_scores[: len(order)] = scores[order]
+    out_items[: len(order)] = items[order]
+    return out_scores, out_items
