@@ -8,7 +8,8 @@ port, a fresh SQLite store in a temporary directory), warm up, then measure in t
 keep-alive connections, closed loop (saturation throughput), then ``/recommend`` open loop at
 ``--rate`` requests/s over the same connections, then ``/interactions`` (one random item for
 a random user) closed loop at the same concurrency and at one connection, and open loop at
-``--write-rate``. Prints a Markdown table and writes
+``--write-rate``, and ``/recommend`` closed loop again, now that the writes gave users folded
+vectors and items an overlay. Prints a Markdown table and writes
 ``bench/results/service-load.md``. Goals: recommend/healthz throughput >= 0.8, /recommend
 p99 <= 10 ms, /interactions p99 <= 20 ms.
 """
@@ -126,6 +127,16 @@ async def measure(port: int, load: Load, makers: dict[str, Maker]) -> list[Laten
             max_seconds=load.max_seconds + 5,
             rate=load.write_rate,
             **writes,
+        )
+    )
+    results.append(
+        await run_phase(
+            "recommend after the writes",
+            port,
+            makers["recommend"],
+            connections=load.connections,
+            n_requests=load.requests,
+            max_seconds=load.max_seconds,
         )
     )
     return results
