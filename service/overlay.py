@@ -57,7 +57,9 @@ class ItemOverlay:
         self._user_index = {user: row for row, user in enumerate(bundle.user_ids)}
         self._item_index = {item: col for col, item in enumerate(bundle.item_ids)}
         self._item_ptr, self._item_train_users = _item_users(bundle)
-        self._degrees = bundle.item_popularity()
+        self._train_degrees = bundle.item_popularity()
+        self._degrees = self._train_degrees.copy()
+        self._user_layers = _train_user_layers(bundle)
         self._online_users: dict[int, set[UserKey]] = {}
         self._online_items: dict[UserKey, set[int]] = {}
         self._vectors: dict[int, np.ndarray] = {}
@@ -106,41 +108,90 @@ class ItemOverlay:
         indptr = self._bundle.train_indptr
         return self._bundle.train_indices[indptr[row] : indptr[row + 1]]
 
-    def _user_items(self, key: UserKey) -> np.ndarray:
-        online = self._online_items.get(key, set())
-        train = self._train_items(key) if isinstance(key, int) else np.empty(0, dtype=np.int32)
-        return np.union1d(train, np.fromiter(online, dtype=np.int64, count=len(online)))
-
     def _propagate_item(self, item: int) -> np.ndarray:
-        """The item's final embedding over the enlarged graph (float64, see the module)."""
+        """The item's final embedding over the enlarged graph (float64, see the module).
+
+        A neighbour's layer starts from its training-graph layer (precomputed) and is then
+        corrected for the items whose degree changed and for the user's online items, so the
+        cost is one gather of the neighbours' item ids plus work on the changed entries only.
+        """
         train_users = self._item_train_users[self._item_ptr[item] : self._item_ptr[item + 1]]
         online = sorted(self._online_users.get(item, set()), key=lambda key: (str(type(key)), key))
-        keys: list[UserKey] = [*train_users.tolist(), *online]
-        user_items = [self._user_items(key) for key in keys]
-        user_degrees = np.asarray([max(len(items), 1) for items in user_items], dtype=np.float64)
-        item_degree = float(len(keys))
-        layers_count = self._layers.shape[0]
-        user_layer = np.stack(
-            [self._mean_ego if isinstance(key, str) else self._ego[key] for key in keys]
+        rows = np.concatenate(
+            [train_users, np.asarray([k for k in online if isinstance(k, int)], dtype=np.int64)]
+        )
+        strangers = [key for key in online if isinstance(key, str)]
+        n_users = rows.size + len(strangers)
+        flat, owners = self._gather_train_items(rows)
+        changed = self._degrees[flat] != self._train_degrees[flat]
+        flat, owners = flat[changed], owners[changed]
+        corrections = 1.0 / np.sqrt(self._degrees[flat]) - 1.0 / np.sqrt(
+            np.maximum(self._train_degrees[flat], 1)
+        )
+        extra_items: list[int] = []
+        extra_owners: list[int] = []
+        for position, key in enumerate([*rows.tolist(), *strangers]):
+            mine = sorted(self._online_items.get(key, ()))
+            extra_items += mine
+            extra_owners += [position] * len(mine)
+        extra = np.asarray(extra_items, dtype=np.int64)
+        flat = np.concatenate([flat, extra])
+        owners = np.concatenate([owners, np.asarray(extra_owners, dtype=np.int64)])
+        weights = np.concatenate([corrections, 1.0 / np.sqrt(self._degrees[extra])])
+        train_deg = np.concatenate(
+            [np.diff(self._bundle.train_indptr)[rows], np.zeros(len(strangers), dtype=np.int64)]
+        )
+        degrees = np.maximum(train_deg + np.bincount(extra_owners, minlength=n_users), 1)
+        order = np.argsort(owners, kind="stable")
+        flat, owners, weights = flat[order], owners[order], weights[order]
+        present, starts = np.unique(owners, return_index=True)
+        n_layers = self._layers.shape[0]
+        user_layer = np.concatenate(
+            [self._ego[rows], np.tile(self._mean_ego, (len(strangers), 1))]
         ).astype(np.float64)
+        item_weights = 1.0 / np.sqrt(degrees * max(n_users, 1))
         total = self._layers[0, item].astype(np.float64)
-        for layer in range(1, layers_count + 1):
-            weights = 1.0 / np.sqrt(user_degrees * item_degree)
-            total = total + weights @ user_layer
-            if layer < layers_count:
-                user_layer = self._user_layer(user_items, user_degrees, layer - 1)
-        return np.asarray(total / (layers_count + 1))
+        for layer in range(1, n_layers + 1):
+            total = total + item_weights @ user_layer
+            if layer < n_layers:
+                sums = np.zeros((n_users, self._layers.shape[2]))
+                sums[: rows.size] = (
+                    self._user_layers[layer - 1][rows]
+                    * np.sqrt(np.maximum(train_deg[: rows.size], 1))[:, None]
+                )
+                if present.size:
+                    weighted = self._layers[layer - 1, flat].astype(np.float64) * weights[:, None]
+                    sums[present] += np.add.reduceat(weighted, starts, axis=0)
+                user_layer = sums / np.sqrt(degrees)[:, None]
+        return np.asarray(total / (n_layers + 1))
 
-    def _user_layer(
-        self, user_items: list[np.ndarray], user_degrees: np.ndarray, item_layer: int
-    ) -> np.ndarray:
-        """``u^(item_layer + 1)`` of each user: their items' layer rows, degree-normalised."""
-        flat = np.concatenate(user_items).astype(np.int64)
-        owners = np.repeat(np.arange(len(user_items)), [len(items) for items in user_items])
-        weights = 1.0 / np.sqrt(user_degrees[owners] * np.maximum(self._degrees[flat], 1))
-        out = np.zeros((len(user_items), self._layers.shape[2]))
-        np.add.at(out, owners, self._layers[item_layer, flat].astype(np.float64) * weights[:, None])
-        return out
+    def _gather_train_items(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The training items of ``rows``, flattened, with the position of their row."""
+        indptr = self._bundle.train_indptr
+        starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
+        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+        flat = self._bundle.train_indices[offsets + np.arange(lengths.sum())].astype(np.int64)
+        return flat, np.repeat(np.arange(rows.size), lengths)
+
+
+def _train_user_layers(bundle: Bundle) -> list[np.ndarray]:
+    """Users' LightGCN layers ``1..L-1`` on the training graph, float64 (U, d) each."""
+    assert bundle.item_layers is not None
+    indptr, indices = bundle.train_indptr, bundle.train_indices.astype(np.int64)
+    user_deg = np.diff(indptr)
+    owners = np.repeat(np.arange(bundle.n_users), user_deg)
+    weights = 1.0 / np.sqrt(
+        np.maximum(user_deg[owners], 1) * np.maximum(bundle.item_popularity()[indices], 1)
+    )
+    present, starts = np.unique(owners, return_index=True)
+    layers = []
+    for layer in range(bundle.item_layers.shape[0] - 1):
+        out = np.zeros((bundle.n_users, bundle.dim))
+        if present.size:
+            weighted = bundle.item_layers[layer, indices].astype(np.float64) * weights[:, None]
+            out[present] = np.add.reduceat(weighted, starts, axis=0)
+        layers.append(out)
+    return layers
 
 
 def merge_top_k(
