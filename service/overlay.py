@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,6 +30,15 @@ from bundle import Bundle
 
 UserKey = int | str
 """A bundle user's row, or the external id of a user the bundle does not know."""
+
+
+class OverlaySnapshot(NamedTuple):
+    """The overlaid items (sorted), their vectors, and the step at which each last changed."""
+
+    items: np.ndarray
+    vectors: np.ndarray
+    changed: np.ndarray
+    step: int
 
 
 def _item_users(bundle: Bundle) -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +54,9 @@ class ItemOverlay:
     """Online neighbours of items and users, and the re-propagated vectors of touched items.
 
     Thread-safe: :meth:`apply` serialises writers; :attr:`snapshot` is replaced, never
-    mutated, so a reader always sees one consistent ``(items, vectors)`` pair.
+    mutated, so a reader always sees one consistent :class:`OverlaySnapshot`. Each
+    :meth:`apply` that changes something is one step; ``snapshot.changed`` says at which step
+    each item last changed, so a reader can tell what changed since a step it has indexed.
     """
 
     def __init__(self, bundle: Bundle) -> None:
@@ -64,9 +76,12 @@ class ItemOverlay:
         self._online_items: dict[UserKey, set[int]] = {}
         self._vectors: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
-        self.snapshot: tuple[np.ndarray, np.ndarray] = (
+        self._changed: dict[int, int] = {}
+        self.snapshot = OverlaySnapshot(
             np.empty(0, dtype=np.int64),
             np.empty((0, bundle.dim), dtype=np.float32),
+            np.empty(0, dtype=np.int64),
+            0,
         )
 
     def apply(self, pairs: Iterable[tuple[str, str]]) -> int:
@@ -80,6 +95,7 @@ class ItemOverlay:
         """
         with self._lock:
             added = 0
+            step = self.snapshot.step + 1
             for user_id, item_id in pairs:
                 item = self._item_index.get(item_id)
                 if item is None:
@@ -93,15 +109,18 @@ class ItemOverlay:
                 self._online_users.setdefault(item, set()).add(key)
                 self._online_items.setdefault(key, set()).add(item)
                 self._degrees[item] += 1
-                for changed in sorted(self._online_items[key]):
-                    self._vectors[changed] = self._propagate_item(changed)
+                for moved in sorted(self._online_items[key]):
+                    self._vectors[moved] = self._propagate_item(moved)
+                    self._changed[moved] = step
                 added += 1
             if added:
-                order = np.asarray(sorted(self._vectors), dtype=np.int64)
-                stacked = np.stack([self._vectors[item] for item in order.tolist()])
-                vectors = stacked.astype(np.float32)
+                order = sorted(self._vectors)
+                vectors = np.stack([self._vectors[item] for item in order]).astype(np.float32)
                 vectors.flags.writeable = False
-                self.snapshot = (order, vectors)
+                changed = np.asarray([self._changed[item] for item in order], dtype=np.int64)
+                self.snapshot = OverlaySnapshot(
+                    np.asarray(order, dtype=np.int64), vectors, changed, step
+                )
             return added
 
     def _train_items(self, row: int) -> np.ndarray:

@@ -50,6 +50,8 @@ from service.store.base import Event, Store
 logger = logging.getLogger(__name__)
 
 N_USER_LOCKS = 256
+COMPACT_AFTER = 64
+"""Overlaid items scored outside the index before it is rebuilt with them."""
 Fallback = Literal["popular"]
 
 
@@ -124,6 +126,8 @@ class Recommender:
         )
         self._revision = 0
         self._sync_lock = threading.Lock()
+        self._compact_lock = threading.Lock()
+        self._served: tuple[ItemIndex, int] = (index, 0)
         self._sync_items()
 
     @classmethod
@@ -167,7 +171,7 @@ class Recommender:
         search and scored exactly, then merged in.
         """
         self._sync_items()
-        overlay_items, overlay_vectors = self._overlay_snapshot()
+        index, overlay_items, overlay_vectors = self._search_state()
         states = [self._user_state(query.user_id, query.exclude_seen) for query in queries]
         vectors = {
             row: state.vector for row, state in enumerate(states) if state.vector is not None
@@ -179,7 +183,7 @@ class Recommender:
             excludes = [states[row].exclude for row in personal]
             if overlay_items.size:
                 excludes = [np.union1d(exclude, overlay_items) for exclude in excludes]
-            found = self.index.search(np.stack(list(vectors.values())), k_max, excludes)
+            found = index.search(np.stack(list(vectors.values())), k_max, excludes)
             for position, row in enumerate(personal):
                 k = queries[row].k
                 scores, items = found.scores[position, :k], found.items[position, :k]
@@ -239,15 +243,38 @@ class Recommender:
     def item_vectors(self) -> np.ndarray:
         """The item vectors served now: the bundle's, with the overlay's rows swapped in."""
         self._sync_items()
-        items, vectors = self._overlay_snapshot()
+        if self._overlay is None:
+            return self._items.copy()
+        snapshot = self._overlay.snapshot
         served = self._items.copy()
-        served[items] = vectors
+        served[snapshot.items] = snapshot.vectors
         return served
 
-    def _overlay_snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+    def _search_state(self) -> tuple[ItemIndex, np.ndarray, np.ndarray]:
+        """The index to search and the overlaid items it does not hold yet, with their vectors.
+
+        The searched index holds the overlay as of some step; items changed since are left out
+        of its search and scored exactly. Once more than :data:`COMPACT_AFTER` items are
+        pending, the index is rebuilt over the served vectors (one copy of the catalog for the
+        exact index) and swapped in; the bundle's own index is never modified.
+        """
         if self._overlay is None:
-            return np.empty(0, dtype=np.int64), np.empty((0, self.bundle.dim), dtype=np.float32)
-        return self._overlay.snapshot
+            empty = np.empty(0, dtype=np.int64)
+            return self.index, empty, np.empty((0, self.bundle.dim), dtype=np.float32)
+        snapshot = self._overlay.snapshot
+        index, step = self._served
+        pending = snapshot.changed > step
+        if int(pending.sum()) > COMPACT_AFTER:
+            with self._compact_lock:
+                index, step = self._served
+                if int((snapshot.changed > step).sum()) > COMPACT_AFTER:
+                    served = self._items.copy()
+                    served[snapshot.items] = snapshot.vectors
+                    index = build_index(served, self.index.kind, self._settings)
+                    step = snapshot.step
+                    self._served = (index, step)
+            pending = snapshot.changed > step
+        return index, snapshot.items[pending], snapshot.vectors[pending]
 
     def _sync_items(self) -> None:
         """Apply the interactions appended since the last look to the item overlay."""

@@ -38,9 +38,10 @@ def test_an_online_edge_reproduces_the_lightgcn_forward_over_the_enlarged_graph(
 
     rows[5] = np.union1d(rows[5], [new_item])
     _, expected_items, _ = lightgcn_layers(bundle.user_ego, item_egos(bundle), rows, 2)
-    items, vectors = overlay.snapshot
-    assert items.tolist() == [new_item]
-    np.testing.assert_allclose(vectors[0], expected_items[new_item], rtol=1e-5, atol=1e-6)
+    snapshot = overlay.snapshot
+    assert snapshot.items.tolist() == [new_item]
+    assert snapshot.changed.tolist() == [snapshot.step] == [1]
+    np.testing.assert_allclose(snapshot.vectors[0], expected_items[new_item], rtol=1e-5, atol=1e-6)
 
 
 def test_a_new_user_on_a_cold_item_uses_the_mean_ego() -> None:
@@ -57,7 +58,7 @@ def test_a_new_user_on_a_cold_item_uses_the_mean_ego() -> None:
     layer1 = mean_ego  # the stranger's only neighbour is the cold item: weight 1/sqrt(1*1)
     layer2 = egos[cold]  # the stranger's layer 1 is the cold item's ego, weight 1
     expected = (egos[cold] + layer1 + layer2) / 3
-    np.testing.assert_allclose(overlay.snapshot[1][0], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(overlay.snapshot.vectors[0], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_vectors_do_not_depend_on_how_the_log_was_batched() -> None:
@@ -69,8 +70,8 @@ def test_vectors_do_not_depend_on_how_the_log_was_batched() -> None:
         one_by_one.apply([pair])
     all_at_once.apply(pairs)
 
-    np.testing.assert_array_equal(one_by_one.snapshot[0], all_at_once.snapshot[0])
-    np.testing.assert_array_equal(one_by_one.snapshot[1], all_at_once.snapshot[1])
+    np.testing.assert_array_equal(one_by_one.snapshot.items, all_at_once.snapshot.items)
+    np.testing.assert_array_equal(one_by_one.snapshot.vectors, all_at_once.snapshot.vectors)
 
 
 def test_unknown_items_training_edges_and_repeats_add_nothing() -> None:
@@ -79,7 +80,7 @@ def test_unknown_items_training_edges_and_repeats_add_nothing() -> None:
     overlay = ItemOverlay(bundle)
 
     assert overlay.apply([("3", "nope"), ("3", train_item)]) == 0
-    assert overlay.snapshot[0].size == 0
+    assert overlay.snapshot.items.size == 0
     assert overlay.apply([("3", "i79"), ("3", "i79")]) == 1
     assert overlay.apply([("3", "i79")]) == 0
 
@@ -117,19 +118,22 @@ def store(tmp_path: Path) -> Iterator[SQLiteStore]:
     opened.close()
 
 
+@pytest.mark.parametrize("n_posted", [2, 75], ids=["scored-beside-the-index", "index-rebuilt"])
 def test_served_scores_use_the_overlay_and_replicas_agree(
-    settings: Settings, store: SQLiteStore
+    settings: Settings, store: SQLiteStore, n_posted: int
 ) -> None:
     writer = Recommender.load(settings, store)
     reader = Recommender.load(settings, store)
     before = writer.item_vectors()
+    bundle_index = reader.index
+    posted = tuple(f"i{item}" for item in [79, *range(4, 4 + n_posted - 1)])
 
-    writer.record([Event("newcomer", ("i79", "i4"), 1.0), Event("2", ("i79",), 2.0)])
+    writer.record([Event("newcomer", posted, 1.0), Event("2", ("i79",), 2.0)])
 
     served = reader.item_vectors()
     np.testing.assert_array_equal(served, writer.item_vectors())
     changed = np.flatnonzero(np.any(served != before, axis=1)).tolist()
-    assert changed == [4, 79]
+    assert changed == sorted(int(item[1:]) for item in posted)
     user = reader.user_vector("7")
     assert user is not None
     result = reader.recommend("7", reader.bundle.n_items, exclude_seen=False)
@@ -139,6 +143,8 @@ def test_served_scores_use_the_overlay_and_replicas_agree(
         assert scores[item] == pytest.approx(expected[int(item[1:])], rel=1e-6)
     ranked = [item for item, _ in result.items]
     assert ranked == [f"i{item}" for item in np.lexsort((np.arange(80), -expected)).tolist()]
+    assert reader.index is bundle_index
+    np.testing.assert_array_equal(reader.bundle.item_embeddings, before)
 
 
 def test_fold_items_off_serves_the_bundles_items(settings: Settings, store: SQLiteStore) -> None:
