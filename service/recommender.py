@@ -128,6 +128,10 @@ class Recommender:
         self._sync_lock = threading.Lock()
         self._compact_lock = threading.Lock()
         self._served: tuple[ItemIndex, int] = (index, 0)
+        self._no_pending = (
+            _read_only(np.empty(0, dtype=np.int64)),
+            _read_only(np.empty((0, bundle.dim), dtype=np.float32)),
+        )
         self._sync_items()
 
     @classmethod
@@ -259,10 +263,11 @@ class Recommender:
         exact index) and swapped in; the bundle's own index is never modified.
         """
         if self._overlay is None:
-            empty = np.empty(0, dtype=np.int64)
-            return self.index, empty, np.empty((0, self.bundle.dim), dtype=np.float32)
+            return self.index, *self._no_pending
         snapshot = self._overlay.snapshot
         index, step = self._served
+        if snapshot.step == step:
+            return index, *self._no_pending
         pending = snapshot.changed > step
         if int(pending.sum()) > COMPACT_AFTER:
             with self._compact_lock:

@@ -130,18 +130,24 @@ class SQLiteStore:
         revision = check_revision(revision)
         with self._errors("read the interaction log"):
             conn = self._connection()
+            # one statement on the hot path (called before every recommendation): the new rows,
+            # or a -1 marker row when ``revision`` is ahead of the last id ever handed out
             rows = conn.execute(
-                "SELECT id, user_id, item_id FROM interactions WHERE id > ? ORDER BY id",
+                "SELECT id, user_id, item_id FROM interactions WHERE id > ?1 "
+                "UNION ALL SELECT -1, NULL, NULL WHERE ?1 > COALESCE("
+                "(SELECT seq FROM sqlite_sequence WHERE name = 'interactions'), 0) "
+                "ORDER BY 1",
                 (revision,),
             ).fetchall()
-            if rows:
-                return rows[-1][0], [(user_id, item_id) for _, user_id, item_id in rows]
-            row = conn.execute(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'interactions'"
-            ).fetchone()
-        latest: int = 0 if row is None else row[0]
-        if revision > latest:
-            raise ahead_of_store(revision, latest, f"SQLite store {self._path}")
+            if rows and rows[0][0] == -1:
+                row = conn.execute(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'interactions'"
+                ).fetchone()
+                raise ahead_of_store(
+                    revision, 0 if row is None else row[0], f"SQLite store {self._path}"
+                )
+        if rows:
+            return rows[-1][0], [(user_id, item_id) for _, user_id, item_id in rows]
         return revision, []
 
     def get_vector(self, user_id: str, model_version: str) -> np.ndarray | None:
