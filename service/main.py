@@ -26,8 +26,9 @@ from service.store import open_store
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = (
-    "Top-k recommendations from a distilled PromptMM student, with interactions stored "
-    "durably and folded into the user's vector before the write is acknowledged."
+    "Top-k recommendations from a distilled PromptMM student. Interactions are stored durably "
+    "before the write is acknowledged and folded into the user's and the items' vectors from "
+    "the next request on, on every replica."
 )
 
 
