@@ -50,7 +50,8 @@ def post_interactions(
     settings: SettingsDep,
     metrics: MetricsDep,
 ) -> InteractionResponse:
-    """Durably record one event, then fine-tune the user's vector; answers after both."""
+    """Durably record one event; the next ``/recommend`` folds it into the user's and items'
+    vectors (the stateful ``bpr`` update is fine-tuned and stored before the answer)."""
     check_at_most(
         ("body", "item_ids"),
         "number of item_ids",
@@ -72,7 +73,7 @@ def post_interactions_batch(
     settings: SettingsDep,
     metrics: MetricsDep,
 ) -> BatchInteractionResponse:
-    """Record many events all or nothing, then fine-tune every touched user."""
+    """Record many events all or nothing (then, for ``bpr``, fine-tune every touched user)."""
     check_at_most(
         ("body", "events"), "number of events", len(body.events), "max_batch", settings.max_batch
     )
