@@ -2,7 +2,7 @@
 
 - ``promptmm_http_request_duration_seconds{endpoint,method,status}``: latency per route
   (the route's path template; ``unmatched`` for unknown paths, to bound label cardinality).
-- ``promptmm_finetune_duration_seconds``: one user-vector fine-tune.
+- ``promptmm_finetune_duration_seconds``: one user-vector update (fold-in or BPR fine-tune).
 - ``promptmm_model_info{model_version,dataset,index_kind} 1``: the served model.
 - ``promptmm_index_items``: items in the served index.
 - ``promptmm_interactions_accepted_total``: item ids durably recorded.
@@ -42,7 +42,7 @@ class Metrics:
         )
         self.finetune_duration = Histogram(
             "promptmm_finetune_duration_seconds",
-            "Latency of one incremental user-vector fine-tune.",
+            "Latency of one incremental user-vector update (fold-in or BPR fine-tune).",
             buckets=FINETUNE_BUCKETS,
             registry=self.registry,
         )

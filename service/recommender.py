@@ -224,7 +224,7 @@ class Recommender:
         return answers
 
     def record(self, events: Sequence[Event]) -> int:
-        """Validate, durably store, then fine-tune every touched user; return items accepted.
+        """Validate, durably store (then, for ``bpr``, fine-tune every touched user); return items.
 
         Raises :class:`UnknownItemsError` before writing anything when an event names an
         item outside this model's catalog.

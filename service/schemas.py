@@ -134,7 +134,7 @@ class InteractionResponse(BaseModel):
 
     user_id: str
     accepted: int = Field(description="Item ids durably recorded.")
-    model_version: str = Field(description="The model whose user vector was fine-tuned.")
+    model_version: str = Field(description="The model version the interaction will be folded into.")
 
 
 class BatchInteractionRequest(_Request):
