@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 N_USER_LOCKS = 256
 COMPACT_AFTER = 64
 """Overlaid items scored outside the index before it is rebuilt with them."""
+COMPACT_EVERY_S = 1.0
+"""Longest wait, in seconds, before pending overlaid items are rebuilt into the index."""
 Fallback = Literal["popular"]
 
 
@@ -128,6 +130,7 @@ class Recommender:
         self._sync_lock = threading.Lock()
         self._compact_lock = threading.Lock()
         self._served: tuple[ItemIndex, int] = (index, 0)
+        self._compacted_at = time.monotonic()
         self._no_pending = (
             _read_only(np.empty(0, dtype=np.int64)),
             _read_only(np.empty((0, bundle.dim), dtype=np.float32)),
@@ -259,8 +262,9 @@ class Recommender:
 
         The searched index holds the overlay as of some step; items changed since are left out
         of its search and scored exactly. Once more than :data:`COMPACT_AFTER` items are
-        pending, the index is rebuilt over the served vectors (one copy of the catalog for the
-        exact index) and swapped in; the bundle's own index is never modified.
+        pending, or some have been for :data:`COMPACT_EVERY_S`, the index is rebuilt over the
+        served vectors (one copy of the catalog for the exact index) and swapped in; the
+        bundle's own index is never modified.
         """
         if self._overlay is None:
             return self.index, *self._no_pending
@@ -269,17 +273,23 @@ class Recommender:
         if snapshot.step == step:
             return index, *self._no_pending
         pending = snapshot.changed > step
-        if int(pending.sum()) > COMPACT_AFTER:
+        if self._due_for_compaction(int(pending.sum())):
             with self._compact_lock:
                 index, step = self._served
-                if int((snapshot.changed > step).sum()) > COMPACT_AFTER:
+                if self._due_for_compaction(int((snapshot.changed > step).sum())):
                     served = self._items.copy()
                     served[snapshot.items] = snapshot.vectors
                     index = build_index(served, self.index.kind, self._settings)
                     step = snapshot.step
                     self._served = (index, step)
+                    self._compacted_at = time.monotonic()
             pending = snapshot.changed > step
         return index, snapshot.items[pending], snapshot.vectors[pending]
+
+    def _due_for_compaction(self, pending: int) -> bool:
+        """Rebuild when many items are pending, or any have waited :data:`COMPACT_EVERY_S`."""
+        waited = time.monotonic() - self._compacted_at
+        return pending > COMPACT_AFTER or (pending > 0 and waited >= COMPACT_EVERY_S)
 
     def _sync_items(self) -> None:
         """Apply the interactions appended since the last look to the item overlay."""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bundle import Bundle
+from service import recommender as recommender_module
 from service.config import Settings, load_settings
 from service.index import MISSING_ITEM
 from service.overlay import ItemOverlay, merge_top_k
@@ -118,10 +119,19 @@ def store(tmp_path: Path) -> Iterator[SQLiteStore]:
     opened.close()
 
 
-@pytest.mark.parametrize("n_posted", [2, 75], ids=["scored-beside-the-index", "index-rebuilt"])
+@pytest.mark.parametrize(
+    ("n_posted", "wait_s"),
+    [(2, 3600.0), (75, 3600.0), (2, 0.0)],
+    ids=["scored-beside-the-index", "rebuilt-when-many", "rebuilt-after-a-wait"],
+)
 def test_served_scores_use_the_overlay_and_replicas_agree(
-    settings: Settings, store: SQLiteStore, n_posted: int
+    settings: Settings,
+    store: SQLiteStore,
+    n_posted: int,
+    wait_s: float,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(recommender_module, "COMPACT_EVERY_S", wait_s)
     writer = Recommender.load(settings, store)
     reader = Recommender.load(settings, store)
     before = writer.item_vectors()
