@@ -18,6 +18,11 @@ the update method (``PROMPTMM_FINETUNE_METHOD``, see :mod:`service.finetune`):
 
 A user with no usable stored interaction gets the bundle's vector, an unknown one none (the
 popularity fallback or 404).
+
+Items move too when the bundle has layers (``PROMPTMM_FOLD_ITEMS``): every request first applies
+the interactions appended since the last one (:meth:`~service.store.base.Store.events_since`) to
+an :class:`~service.overlay.ItemOverlay`, whose re-propagated items are scored exactly beside the
+index until they are rebuilt into a new one (the bundle's index itself is never modified).
 """
 
 from __future__ import annotations
