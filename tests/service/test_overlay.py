@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from bundle import Bundle
 from service import recommender as recommender_module
-from service.config import Settings, load_settings
+from service.config import Settings
 from service.index import MISSING_ITEM
 from service.overlay import ItemOverlay, merge_top_k
 from service.recommender import Recommender
 from service.store import SQLiteStore
 from service.store.base import Event
-from tests.service.bundles import lightgcn_layers, random_bundle, write_random_bundle
+from tests.service.bundles import lightgcn_layers, random_bundle
 
 
 def rows_of(bundle: Bundle) -> list[np.ndarray]:
@@ -102,21 +99,6 @@ def test_merge_top_k_orders_by_score_then_index_and_pads() -> None:
     assert merged[0].tolist() == [4.0, 3.0, 2.0, 2.0]
     assert padded[1].tolist() == [7, MISSING_ITEM, MISSING_ITEM]
     assert padded[0][1] == -np.inf
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    write_random_bundle(tmp_path / "models")
-    return load_settings(
-        bundle_path=tmp_path / "models", allow_open_writes=True, api_key=None, REDIS_URL=None
-    )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "store.sqlite3")
-    yield opened
-    opened.close()
 
 
 @pytest.mark.parametrize(

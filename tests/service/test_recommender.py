@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -10,27 +9,12 @@ import numpy as np
 import pytest
 
 from bundle import fold_in_user
-from service.config import Settings, load_settings
+from service.config import Settings
 from service.errors import UnknownItemsError, UnknownUserError
 from service.recommender import Recommender, RecommendQuery
 from service.store import SQLiteStore
 from service.store.base import Event
 from tests.service.bundles import random_bundle, write_random_bundle
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    write_random_bundle(tmp_path / "models")
-    return load_settings(
-        bundle_path=tmp_path / "models", allow_open_writes=True, api_key=None, REDIS_URL=None
-    )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "store.sqlite3")
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

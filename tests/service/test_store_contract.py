@@ -61,6 +61,21 @@ class _InjectedFailure(RuntimeError):
     pass
 
 
+def fail_on_second_write(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[Event]:
+    """Make the store's second event write of an append raise; return the events attempted."""
+    write = store._write_event  # type: ignore[attr-defined]
+    calls: list[Event] = []
+
+    def fail_on_second(target: object, ev: Event) -> None:
+        calls.append(ev)
+        if len(calls) == 2:
+            raise _InjectedFailure("injected mid-batch failure")
+        write(target, ev)
+
+    monkeypatch.setattr(store, "_write_event", fail_on_second)
+    return calls
+
+
 class TestStoreContract:
     def test_is_a_store_that_answers(self, store: Store) -> None:
         assert isinstance(store, Store)
@@ -106,16 +121,7 @@ class TestStoreContract:
         self, store: Store, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A failure after the first event was written (e.g. the disk or link failing)."""
-        write = store._write_event  # type: ignore[attr-defined]
-        calls: list[Event] = []
-
-        def fail_on_second(target: object, ev: Event) -> None:
-            calls.append(ev)
-            if len(calls) == 2:
-                raise _InjectedFailure("injected mid-batch failure")
-            write(target, ev)
-
-        monkeypatch.setattr(store, "_write_event", fail_on_second)
+        calls = fail_on_second_write(store, monkeypatch)
         with pytest.raises(_InjectedFailure):
             store.append([event("u1", "a"), event("u2", "b"), event("u3", "c")])
         assert len(calls) == 2
@@ -240,16 +246,7 @@ class TestStoreContract:
         revision, _ = store.events_since(0)
         with pytest.raises(ValueError, match="item_ids"):
             store.append([event("u1", "a"), event("u2"), event("u3", "c")])
-        write = store._write_event  # type: ignore[attr-defined]
-        calls: list[Event] = []
-
-        def fail_on_second(target: object, ev: Event) -> None:
-            calls.append(ev)
-            if len(calls) == 2:
-                raise _InjectedFailure("injected mid-batch failure")
-            write(target, ev)
-
-        monkeypatch.setattr(store, "_write_event", fail_on_second)
+        fail_on_second_write(store, monkeypatch)
         with pytest.raises(_InjectedFailure):
             store.append([event("u1", "a"), event("u2", "b"), event("u3", "c")])
         monkeypatch.undo()
