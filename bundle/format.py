@@ -137,6 +137,31 @@ def fold_in_user(
     return result
 
 
+def propagate_to_users(
+    indptr: np.ndarray, indices: np.ndarray, item_rows: np.ndarray, item_degrees: np.ndarray
+) -> np.ndarray:
+    """One LightGCN hop from items to users over CSR training rows, float64 (U, dim).
+
+    Row ``u`` is ``Σ_{i ∈ items(u)} item_rows[i] / sqrt(deg_u · deg_i)`` (0 for a user without
+    items), with ``deg_u`` the row's length and ``deg_i = item_degrees[i]`` (the training
+    degrees, :meth:`Bundle.item_popularity`). Entries are added ``_CHECK_BLOCK`` at a time to
+    bound memory.
+    """
+    user_degrees = np.diff(indptr)
+    result = np.zeros((user_degrees.shape[0], item_rows.shape[1]))
+    if indices.size == 0:
+        return result
+    owners = np.repeat(np.arange(user_degrees.shape[0]), user_degrees)
+    weights = 1.0 / np.sqrt(user_degrees[owners].astype(np.float64) * item_degrees[indices])
+    for start in range(0, indices.size, _CHECK_BLOCK):
+        stop = start + _CHECK_BLOCK
+        rows = owners[start:stop]
+        firsts = np.flatnonzero(np.diff(rows, prepend=-1))
+        weighted = item_rows[indices[start:stop]].astype(np.float64) * weights[start:stop, None]
+        result[rows[firsts]] += np.add.reduceat(weighted, firsts, axis=0)
+    return result
+
+
 def _fold_in_all_users(
     user_ego: np.ndarray,
     item_layers: np.ndarray,
@@ -146,22 +171,13 @@ def _fold_in_all_users(
 ) -> np.ndarray:
     """:func:`fold_in_user` for every user over their CSR training rows, float64 (U, dim).
 
-    The layers are summed first (the propagation is linear), then each training entry's
-    weighted row is added to its user, ``_CHECK_BLOCK`` entries at a time to bound memory.
+    The layers are summed first (the propagation is linear), then propagated to the users once.
     """
     n_layers = item_layers.shape[0]
     result = user_ego.astype(np.float64)
-    if n_layers and indices.size:
+    if n_layers:
         layer_sum = item_layers.sum(axis=0, dtype=np.float64)
-        user_degrees = np.diff(indptr)
-        owners = np.repeat(np.arange(user_degrees.shape[0]), user_degrees)
-        weights = 1.0 / np.sqrt(user_degrees[owners].astype(np.float64) * item_degrees[indices])
-        for start in range(0, indices.size, _CHECK_BLOCK):
-            stop = start + _CHECK_BLOCK
-            rows = owners[start:stop]
-            firsts = np.flatnonzero(np.diff(rows, prepend=-1))
-            weighted = layer_sum[indices[start:stop]] * weights[start:stop, None]
-            result[rows[firsts]] += np.add.reduceat(weighted, firsts, axis=0)
+        result += propagate_to_users(indptr, indices, layer_sum, item_degrees)
     result /= n_layers + 1
     return result
 

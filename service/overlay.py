@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bundle import Bundle
+from bundle import Bundle, propagate_to_users
 
 UserKey = int | str
 """A bundle user's row, or the external id of a user the bundle does not know."""
@@ -196,21 +196,11 @@ class ItemOverlay:
 def _train_user_layers(bundle: Bundle) -> list[np.ndarray]:
     """Users' LightGCN layers ``1..L-1`` on the training graph, float64 (U, d) each."""
     assert bundle.item_layers is not None
-    indptr, indices = bundle.train_indptr, bundle.train_indices.astype(np.int64)
-    user_deg = np.diff(indptr)
-    owners = np.repeat(np.arange(bundle.n_users), user_deg)
-    weights = 1.0 / np.sqrt(
-        np.maximum(user_deg[owners], 1) * np.maximum(bundle.item_popularity()[indices], 1)
-    )
-    present, starts = np.unique(owners, return_index=True)
-    layers = []
-    for layer in range(bundle.item_layers.shape[0] - 1):
-        out = np.zeros((bundle.n_users, bundle.dim))
-        if present.size:
-            weighted = bundle.item_layers[layer, indices].astype(np.float64) * weights[:, None]
-            out[present] = np.add.reduceat(weighted, starts, axis=0)
-        layers.append(out)
-    return layers
+    degrees = bundle.item_popularity()
+    return [
+        propagate_to_users(bundle.train_indptr, bundle.train_indices, layer, degrees)
+        for layer in bundle.item_layers[:-1]
+    ]
 
 
 def merge_top_k(
