@@ -21,7 +21,7 @@ items and scores those exactly (:func:`merge_top_k`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
@@ -206,20 +206,19 @@ def _train_user_layers(bundle: Bundle) -> list[np.ndarray]:
 def merge_top_k(
     found_scores: np.ndarray,
     found_items: np.ndarray,
-    extra: Mapping[int, float],
+    extra_scores: np.ndarray,
+    extra_items: np.ndarray,
     k: int,
     missing: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The top-``k`` of the index's candidates and ``extra`` (item -> score) together.
+    """The top-``k`` of the index's candidates and the ``extra`` scored items together.
 
     Ordered by descending score, ties by the lower item index (as the index and the offline
     evaluator order); rows shorter than ``k`` are padded with ``missing`` / ``-inf``.
     """
     valid = found_items != missing
-    items = np.concatenate([found_items[valid], np.fromiter(extra, dtype=np.int64)])
-    scores = np.concatenate(
-        [found_scores[valid], np.fromiter(extra.values(), dtype=np.float64, count=len(extra))]
-    )
+    items = np.concatenate([found_items[valid], extra_items.astype(np.int64)])
+    scores = np.concatenate([found_scores[valid], extra_scores.astype(np.float64)])
     order = np.lexsort((items, -scores))[:k]
     out_scores = np.full(k, -np.inf)
     out_items = np.full(k, missing, dtype=np.int64)

@@ -205,11 +205,7 @@ class Recommender:
                         np.float64
                     )
                     scores, items = merge_top_k(
-                        scores,
-                        items,
-                        dict(zip(overlay_items[allowed].tolist(), extra.tolist(), strict=True)),
-                        k,
-                        MISSING_ITEM,
+                        scores, items, extra, overlay_items[allowed], k, MISSING_ITEM
                     )
                 results[row] = self._named(items, scores)
         answers = []

@@ -92,8 +92,10 @@ def test_merge_top_k_orders_by_score_then_index_and_pads() -> None:
     scores = np.array([3.0, 2.0, -np.inf])
     items = np.array([7, 2, MISSING_ITEM])
 
-    merged = merge_top_k(scores, items, {5: 2.0, 9: 4.0}, 4, MISSING_ITEM)
-    padded = merge_top_k(scores[:1], items[:1], {}, 3, MISSING_ITEM)
+    merged = merge_top_k(scores, items, np.array([2.0, 4.0]), np.array([5, 9]), 4, MISSING_ITEM)
+    padded = merge_top_k(
+        scores[:1], items[:1], np.empty(0), np.empty(0, dtype=int), 3, MISSING_ITEM
+    )
 
     assert merged[1].tolist() == [9, 7, 2, 5]
     assert merged[0].tolist() == [4.0, 3.0, 2.0, 2.0]
