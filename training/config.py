@@ -40,7 +40,14 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    """Multi-modal teacher (method.md section 2)."""
+    """Multi-modal teacher (method.md section 2).
+
+    ``item_knn_k`` > 0 switches on a departure from the paper (FREEDOM / LATTICE): a frozen
+    item-item kNN graph of the (prepared) content features, ``k`` neighbours per item and
+    modality, symmetric-normalised and averaged over modalities; the teacher adds
+    ``item_knn_weight`` x its ego item embeddings propagated ``item_knn_hops`` hops over it
+    to its item output. 0 (the default): no item graph, the paper's teacher.
+    """
 
     dim: int = 64
     n_layers: int = 2
@@ -49,6 +56,9 @@ class TeacherConfig:
     feat_hops: int = 1
     modal_bpr_weight: float = 0.0
     l2_weight: float = 1e-4
+    item_knn_k: int = 0
+    item_knn_hops: int = 1
+    item_knn_weight: float = 1.0
 
 
 @dataclass(frozen=True)

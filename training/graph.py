@@ -8,11 +8,16 @@ layout for ``Â @ X`` on CPU and CUDA). ``Â`` is symmetric, so the backward pas
 is ``Â @ grad``: :func:`spmm` uses that instead of letting autograd transpose the matrix.
 Item-feature propagation uses the off-diagonal blocks ``Â_ui``/``Â_iu``
 (:func:`bipartite_blocks`), so each edge is touched once per direction.
+
+:func:`item_knn_graph` builds the frozen item-item graph of the content features that the
+teacher may propagate its item embeddings over (FREEDOM / LATTICE style; a switch, off by
+default: ``teacher.item_knn_k``).
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -21,7 +26,9 @@ import torch
 
 __all__ = [
     "bipartite_blocks",
+    "csr_tensor",
     "item_feature_propagation",
+    "item_knn_graph",
     "item_side",
     "layer_mean",
     "normalized_adjacency",
@@ -63,7 +70,7 @@ def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
     d = sp.diags(inv_sqrt)
     norm = sp.csr_matrix(d @ a @ d, dtype=np.float32)
     norm.sort_indices()
-    return _csr(
+    return csr_tensor(
         torch.from_numpy(norm.indptr.astype(np.int64)),
         torch.from_numpy(norm.indices.astype(np.int64)),
         torch.from_numpy(norm.data.astype(np.float32)),
@@ -71,7 +78,7 @@ def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
     )
 
 
-def _csr(
+def csr_tensor(
     crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, size: tuple[int, int]
 ) -> torch.Tensor:
     """A float32 sparse CSR tensor (torch's "beta" notice silenced; invariants unchecked)."""
@@ -173,8 +180,8 @@ def bipartite_blocks(adj: torch.Tensor, n_users: int) -> tuple[torch.Tensor, tor
     crow, col, val = adj.crow_indices(), adj.col_indices(), adj.values()
     n_items = adj.shape[0] - n_users
     split = int(crow[n_users])
-    a_ui = _csr(crow[: n_users + 1], col[:split] - n_users, val[:split], (n_users, n_items))
-    a_iu = _csr(crow[n_users:] - split, col[split:], val[split:], (n_items, n_users))
+    a_ui = csr_tensor(crow[: n_users + 1], col[:split] - n_users, val[:split], (n_users, n_items))
+    a_iu = csr_tensor(crow[n_users:] - split, col[split:], val[split:], (n_items, n_users))
     return a_ui, a_iu
 
 
@@ -231,3 +238,79 @@ def item_feature_propagation(
         users_total = users_total + user_layer
         items_total = items_total + item_layer
     return users_total / n_hops, items_total / (n_hops + 1)
+
+
+def _knn_edges(x: torch.Tensor, k: int, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Directed edges ``(rows, cols)`` from each item to its ``k`` most cosine-similar others.
+
+    Rows of ``x`` are L2-normalised; the similarity is computed ``chunk_size`` rows at a time
+    (memory ``chunk_size x I``), the item itself is excluded. Ties are broken by
+    ``torch.topk`` (deterministic for a given device).
+    """
+    n_items = x.shape[0]
+    unit = torch.nn.functional.normalize(x.to(torch.float32), dim=1)
+    rows, cols = [], []
+    for start in range(0, n_items, chunk_size):
+        stop = min(start + chunk_size, n_items)
+        sim = unit[start:stop] @ unit.T
+        local = torch.arange(stop - start, device=x.device)
+        sim[local, local + start] = -float("inf")  # never one's own neighbour
+        top = torch.topk(sim, k, dim=1, sorted=True).indices
+        rows.append((local + start)[:, None].expand(-1, k).reshape(-1))
+        cols.append(top.reshape(-1))
+    return torch.cat(rows), torch.cat(cols)
+
+
+KNN_BLOCK_FLOATS = 1 << 24  # 64 MiB of float32 similarities per block by default
+
+
+def item_knn_graph(
+    features: Mapping[str, torch.Tensor], k: int, chunk_size: int | None = None
+) -> torch.Tensor:
+    """Frozen item-item kNN graph of the content features, symmetric-normalised.
+
+    Per modality ``m`` (FREEDOM, Zhou et al. 2023; LATTICE): cosine similarity of the item
+    feature rows (pass them standardised, as the teacher gets them), each item keeps its
+    ``k`` most similar *other* items, the directed kNN edges are made undirected
+    (``S^m = max(K^m, K^mᵀ)``, binary), and ``Ŝ^m = D^-1/2 S^m D^-1/2`` with ``D`` the
+    degrees of ``S^m``. The modalities are averaged: ``Ŝ = mean_m Ŝ^m``, a symmetric matrix
+    (so :func:`spmm` applies) whose spectral radius is at most 1.
+
+    Args:
+        features: modality -> (I, d_m) item features, all on one device (CPU or CUDA).
+        k: neighbours per item, ``1 <= k < I``.
+        chunk_size: items per similarity block (memory ``chunk_size x I`` floats); ``None``:
+            as many as fit in :data:`KNN_BLOCK_FLOATS` floats (at least one).
+
+    Returns:
+        float32 sparse CSR tensor (I, I) on the features' device.
+    """
+    if not features:
+        raise ValueError("item_knn_graph needs at least one modality")
+    n_items = {name: int(x.shape[0]) for name, x in features.items()}
+    if len(set(n_items.values())) != 1 or any(x.ndim != 2 for x in features.values()):
+        raise ValueError(f"features must be 2-D with the same number of rows, got {n_items}")
+    n = next(iter(n_items.values()))
+    if not 1 <= k < n:
+        raise ValueError(f"k (teacher.item_knn_k) must be in [1, {n - 1}] for {n} items, got {k}")
+    if chunk_size is None:
+        chunk_size = max(1, KNN_BLOCK_FLOATS // n)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    device = next(iter(features.values())).device
+    keys, values = [], []
+    for name in sorted(features):
+        rows, cols = _knn_edges(features[name], k, chunk_size)
+        # undirected, binary: each pair once per direction (row-major keys, sorted)
+        key = torch.unique(torch.cat([rows * n + cols, cols * n + rows]))
+        row, col = key // n, key % n
+        degree = torch.bincount(row, minlength=n).to(torch.float32)
+        inv_sqrt = degree.clamp(min=1.0).rsqrt()
+        keys.append(key)
+        values.append(inv_sqrt[row] * inv_sqrt[col] / len(features))
+    key, inverse = torch.unique(torch.cat(keys), return_inverse=True)  # sorted: CSR order
+    value = torch.zeros(key.shape[0], dtype=torch.float32, device=device)
+    value.index_add_(0, inverse, torch.cat(values))
+    crow = torch.zeros(n + 1, dtype=torch.int64, device=device)
+    crow[1:] = torch.cumsum(torch.bincount(key // n, minlength=n), 0)
+    return csr_tensor(crow, key % n, value, (n, n))

@@ -17,6 +17,7 @@ import torch
 
 from training.config import Config
 from training.context import TrainingContext
+from training.graph import item_knn_graph
 from training.loop import FitResult, State, copy_state, fit, optimise_epoch, total_loss
 from training.losses import bpr_loss, l2_reg
 from training.models import PromptModule, Teacher, TeacherOutput, pca_tokens
@@ -73,6 +74,9 @@ def build_teacher(ctx: TrainingContext, config: Config) -> TeacherBundle:
         )
     dims = {name: int(tensor.shape[1]) for name, tensor in ctx.features.items()}
     cfg = config.teacher
+    if cfg.item_knn_k < 0:
+        raise ValueError(f"teacher.item_knn_k must be >= 0 (0: off), got {cfg.item_knn_k}")
+    item_graph = item_knn_graph(ctx.features, cfg.item_knn_k) if cfg.item_knn_k > 0 else None
     teacher = Teacher(
         ctx.dataset.n_users,
         ctx.dataset.n_items,
@@ -82,6 +86,9 @@ def build_teacher(ctx: TrainingContext, config: Config) -> TeacherBundle:
         cfg.dropout,
         cfg.alpha,
         cfg.feat_hops,
+        item_graph=item_graph,
+        item_graph_hops=cfg.item_knn_hops,
+        item_graph_weight=cfg.item_knn_weight,
     ).to(ctx.device)
     prompt = None
     if config.prompt.rate > 0:

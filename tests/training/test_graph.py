@@ -12,6 +12,7 @@ import torch
 from training.graph import (
     bipartite_blocks,
     item_feature_propagation,
+    item_knn_graph,
     item_side,
     layer_mean,
     normalized_adjacency,
@@ -157,3 +158,60 @@ def test_bipartite_blocks_are_the_off_diagonal_blocks() -> None:
     torch.testing.assert_close(a_iu.to_dense(), dense[n_users:, :n_users])
     with pytest.raises(ValueError, match="sparse CSR"):
         bipartite_blocks(dense, n_users)
+
+
+def _knn_toy() -> dict[str, torch.Tensor]:
+    # 4 items on two orthogonal directions: 0 and 1 point one way, 2 and 3 the other;
+    # item 1 leans a little towards 2 and 3.
+    return {"x": torch.tensor([[1.0, 0.0], [1.0, 0.2], [0.0, 1.0], [0.1, 1.0]])}
+
+
+def test_item_knn_graph_k1_neighbours_and_normalisation_by_hand() -> None:
+    dense = item_knn_graph(_knn_toy(), k=1).to_dense()
+    # nearest other item: 0 -> 1, 1 -> 0, 2 -> 3, 3 -> 2; undirected: two pairs, degree 1 each
+    expected = torch.tensor(
+        [[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0]]
+    )
+    torch.testing.assert_close(dense, expected)
+
+
+def test_item_knn_graph_k2_symmetrises_directed_edges_before_normalising() -> None:
+    # k = 2: 0 -> {1, 3}, 1 -> {0, 3}, 2 -> {3, 1}, 3 -> {2, 1} (cosines by hand);
+    # undirected edges 0-1, 0-3, 1-3, 1-2, 2-3: degrees 0: 2, 1: 3, 2: 2, 3: 3
+    dense = item_knn_graph(_knn_toy(), k=2).to_dense()
+    degree = torch.tensor([2.0, 3.0, 2.0, 3.0])
+    edges = torch.zeros(4, 4)
+    for a, b in ((0, 1), (0, 3), (1, 3), (1, 2), (2, 3)):
+        edges[a, b] = edges[b, a] = 1.0
+    expected = edges / torch.sqrt(degree[:, None] * degree[None, :])
+    torch.testing.assert_close(dense, expected)
+    assert dense[0, 1].item() == pytest.approx(1 / math.sqrt(6))
+    assert torch.equal(dense, dense.T) and torch.all(dense.diagonal() == 0)
+
+
+def test_item_knn_graph_averages_modalities_and_chunking_changes_nothing() -> None:
+    gen = torch.Generator().manual_seed(0)
+    feats = {"a": torch.randn(30, 5, generator=gen), "b": torch.randn(30, 3, generator=gen)}
+    both = item_knn_graph(feats, k=4).to_dense()
+    mean = (
+        item_knn_graph({"a": feats["a"]}, k=4).to_dense()
+        + item_knn_graph({"b": feats["b"]}, k=4).to_dense()
+    ) / 2
+    torch.testing.assert_close(both, mean)
+    torch.testing.assert_close(item_knn_graph(feats, k=4, chunk_size=7).to_dense(), both)
+    assert torch.equal(both, both.T)
+    # scale-free (cosine): scaling a modality's rows changes no neighbour
+    scaled = {"a": feats["a"] * (0.5 + torch.rand(30, 1, generator=gen)), "b": feats["b"]}
+    torch.testing.assert_close(item_knn_graph(scaled, k=4).to_dense(), both)
+    assert torch.linalg.eigvalsh(both).abs().max().item() <= 1.0 + 1e-5
+
+
+def test_item_knn_graph_rejects_bad_k_and_shapes() -> None:
+    with pytest.raises(ValueError, match="item_knn_k"):
+        item_knn_graph(_knn_toy(), k=4)
+    with pytest.raises(ValueError, match="item_knn_k"):
+        item_knn_graph(_knn_toy(), k=0)
+    with pytest.raises(ValueError, match="same number of rows"):
+        item_knn_graph({"a": torch.zeros(4, 2), "b": torch.zeros(3, 2)}, k=1)
+    with pytest.raises(ValueError, match="at least one modality"):
+        item_knn_graph({}, k=1)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from training.graph import item_feature_propagation, normalized_adjacency, propagate
+from training.config import TeacherConfig
+from training.graph import (
+    item_feature_propagation,
+    item_knn_graph,
+    normalized_adjacency,
+    propagate,
+    spmm,
+)
 from training.models import PromptModule, Student, Teacher, pca_tokens
 
 U, N_ITEMS, D = 20, 15, 8
@@ -31,9 +40,9 @@ def _np_features() -> dict[str, np.ndarray]:
     return {m: x.numpy() for m, x in _features().items()}
 
 
-def _teacher(**kwargs: float) -> Teacher:
+def _teacher(**kwargs: object) -> Teacher:
     torch.manual_seed(0)
-    args = {"dropout": 0.3, "alpha": 0.5, "feat_hops": 1}
+    args: dict[str, object] = {"dropout": 0.3, "alpha": 0.5, "feat_hops": 1}
     args.update(kwargs)
     return Teacher(U, N_ITEMS, D, 2, DIMS, **args)  # type: ignore[arg-type]
 
@@ -166,3 +175,77 @@ def test_student_load_ego(adj: torch.Tensor) -> None:
     assert student.user_ego.requires_grad
     with pytest.raises(ValueError, match="load_ego expects"):
         student.load_ego(user[:, :2], item)
+
+
+def test_item_knn_is_off_by_default() -> None:
+    cfg = TeacherConfig()
+    assert cfg.item_knn_k == 0
+    teacher = _teacher()
+    assert not teacher.has_item_graph and teacher.item_graph() is None
+
+
+@pytest.mark.parametrize("hops", [1, 2])
+def test_teacher_adds_the_item_graph_propagation_of_its_item_ids(
+    adj: torch.Tensor, hops: int
+) -> None:
+    feats = _features()
+    graph = item_knn_graph(feats, k=3)
+    plain = _teacher().eval()
+    with_graph = _teacher(item_graph=graph, item_graph_hops=hops, item_graph_weight=0.7).eval()
+    # same seed: same parameters; a graph adds no parameter and no state_dict entry
+    assert with_graph.state_dict().keys() == plain.state_dict().keys()
+    for key, value in plain.state_dict().items():
+        assert torch.equal(with_graph.state_dict()[key], value)
+    hop = with_graph.item_ego
+    dense = graph.to_dense()
+    for _ in range(hops):
+        hop = dense @ hop
+    out, base = with_graph(adj, feats), plain(adj, feats)
+    torch.testing.assert_close(out.user_emb, base.user_emb)
+    torch.testing.assert_close(out.item_emb, base.item_emb + 0.7 * hop)
+    for m in DIMS:  # the modality part is untouched
+        torch.testing.assert_close(out.modal_items[m], base.modal_items[m])
+    # the precomputed ID part (stage 2) carries the graph term too
+    with torch.no_grad():
+        cached = with_graph.propagate_ids(adj)
+    torch.testing.assert_close(with_graph(adj, feats, ids=cached).item_emb, out.item_emb)
+
+
+def test_item_graph_gives_items_without_interactions_their_neighbours_ids() -> None:
+    # the last item has no training interaction: LightGCN gives it only ego / (L+1);
+    # through the item graph it also gets its content neighbours' ego embeddings
+    r = sp.random(U, N_ITEMS, density=0.3, format="lil", random_state=1)
+    r[:, N_ITEMS - 1] = 0
+    r = sp.csr_matrix(r)
+    r.eliminate_zeros()
+    r.data[:] = 1.0
+    cold_adj = normalized_adjacency(r)
+    graph = item_knn_graph(_features(), k=3)
+    teacher = _teacher(item_graph=graph).eval()
+    with torch.no_grad():
+        _, items = teacher.propagate_ids(cold_adj)
+        neighbours = spmm(graph, teacher.item_ego)
+    cold = N_ITEMS - 1
+    torch.testing.assert_close(items[cold], teacher.item_ego[cold] / 3 + neighbours[cold])
+    assert bool((neighbours[cold] != 0).any())
+    # the gradient of an item's embedding reaches its graph neighbours' ego rows
+    teacher.train()
+    _, items = teacher.propagate_ids(cold_adj)
+    items[cold].sum().backward()
+    grad = teacher.item_ego.grad
+    assert grad is not None
+    assert bool((grad[graph.to_dense()[cold].nonzero().ravel()].abs().sum(1) > 0).all())
+
+
+def test_teacher_with_item_graph_deep_copies_and_moves(adj: torch.Tensor) -> None:
+    teacher = _teacher(item_graph=item_knn_graph(_features(), k=2)).eval()
+    clone = copy.deepcopy(teacher)
+    torch.testing.assert_close(clone(adj, _features()).item_emb, teacher(adj, _features()).item_emb)
+    assert clone.to("cpu").item_graph() is not None
+
+
+def test_teacher_rejects_a_bad_item_graph() -> None:
+    with pytest.raises(ValueError, match="item_graph must be"):
+        _teacher(item_graph=torch.eye(N_ITEMS))
+    with pytest.raises(ValueError, match="item_graph_hops"):
+        _teacher(item_graph=item_knn_graph(_features(), k=2), item_graph_hops=0)

@@ -11,9 +11,10 @@ import torch
 
 from bundle import fold_in_user, read_bundle
 from training.config import REPO_ROOT, Config, load_config
+from training.context import build_context
 from training.data import load_dataset
 from training.loop import NonFiniteLossError, check_finite
-from training.pipeline import PipelineResult, run_pipeline
+from training.pipeline import PipelineResult, load_teacher, run_pipeline
 from training.runs import CONFIG_FILE, CURVE_FILE, METRICS_FILE, SUMMARY_FILE, TEACHER_CKPT
 
 SYNTHETIC = REPO_ROOT / "configs" / "synthetic.toml"
@@ -177,3 +178,29 @@ def test_kd_without_a_teacher_is_an_error(synthetic_dataset: Path, tmp_path: Pat
 def test_nan_loss_raises() -> None:
     with pytest.raises(NonFiniteLossError, match="student epoch 3: loss is nan"):
         check_finite(torch.tensor(float("nan")), {"bpr": 0.7}, "student epoch 3")
+
+
+def test_item_knn_teacher_trains_distils_and_reloads(
+    synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    config = tiny_config(
+        synthetic_dataset,
+        tmp_path,
+        "teacher.item_knn_k=3",
+        "teacher.item_knn_hops=2",
+        "stage1.max_epochs=1",
+        "stage2.max_epochs=1",
+    )
+    result = run_pipeline(config, export=False)
+    assert result.teacher is not None and result.student is not None
+    teacher = result.teacher.teacher
+    graph = teacher.item_graph()
+    assert graph is not None and teacher.item_graph_hops == 2
+    # the checkpoint holds no graph: loading rebuilds it from the saved config and features
+    ctx = build_context(load_dataset(synthetic_dataset), config)
+    loaded = load_teacher(result.run_dir, ctx).teacher
+    reloaded_graph = loaded.item_graph()
+    assert reloaded_graph is not None
+    assert torch.equal(reloaded_graph.to_dense(), graph.to_dense())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.propagate_ids(ctx.adj), teacher.propagate_ids(ctx.adj))

@@ -8,6 +8,12 @@
   (:func:`training.graph.item_feature_propagation`, ``feat_hops`` round trips).
 - Scores use ``E_u^T = Ē_u + alpha Σ_m norm(F_u^m)``, ``E_i^T = Ē_i + alpha Σ_m norm(F_i^m)`` where
   ``norm`` is row-wise L2 normalisation.
+- Optional (a departure from the paper, off unless an item graph is given; config
+  ``teacher.item_knn_k``): FREEDOM's frozen item-item content graph ``Ŝ``
+  (:func:`training.graph.item_knn_graph`). The ID item output becomes
+  ``Ē_i + w Ŝ^h E_i`` (the ego item embeddings propagated ``h`` hops over ``Ŝ``, scaled by
+  ``w``), so an item without training interactions gets the embeddings of its content
+  neighbours. It is part of the ID part (:meth:`Teacher.propagate_ids`): no prompt changes it.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.graph import item_feature_propagation, propagate
+from training.graph import csr_tensor, item_feature_propagation, propagate, spmm
 
 __all__ = ["Teacher", "TeacherOutput"]
 
@@ -45,6 +51,12 @@ class Teacher(nn.Module):
         dropout: rate of the reduction layers' dropout, in [0, 1).
         alpha: weight of the modality features in ``E^T``.
         feat_hops: item->user->item round trips for ``F^m`` (>= 1).
+        item_graph: optional (I, I) symmetric sparse CSR item-item graph ``Ŝ``
+            (:func:`training.graph.item_knn_graph`); ``None``: no item graph (the paper).
+            Kept as non-persistent buffers: checkpoints do not carry it, it is rebuilt from
+            the features and the config.
+        item_graph_hops: ``h >= 1`` hops over ``Ŝ``.
+        item_graph_weight: ``w``, the weight of ``Ŝ^h E_i`` in the item output.
     """
 
     def __init__(
@@ -57,6 +69,9 @@ class Teacher(nn.Module):
         dropout: float,
         alpha: float,
         feat_hops: int,
+        item_graph: torch.Tensor | None = None,
+        item_graph_hops: int = 1,
+        item_graph_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if min(n_users, n_items, dim) < 1 or n_layers < 0 or feat_hops < 1:
@@ -81,6 +96,34 @@ class Teacher(nn.Module):
             nn.init.zeros_(layer.bias)
         self.reduce = nn.ModuleDict(reduce)
         self.dropout = nn.Dropout(dropout)
+        self.item_graph_hops, self.item_graph_weight = item_graph_hops, float(item_graph_weight)
+        self.has_item_graph = item_graph is not None
+        if item_graph is not None:
+            if item_graph.layout != torch.sparse_csr or tuple(item_graph.shape) != (
+                n_items,
+                n_items,
+            ):
+                raise ValueError(
+                    f"item_graph must be a sparse CSR ({n_items}, {n_items}) tensor, got "
+                    f"{item_graph.layout} {tuple(item_graph.shape)}"
+                )
+            if item_graph_hops < 1:
+                raise ValueError(f"item_graph_hops must be >= 1, got {item_graph_hops}")
+            # plain tensors (a sparse CSR attribute could not be deep-copied)
+            self.register_buffer("item_graph_crow", item_graph.crow_indices(), persistent=False)
+            self.register_buffer("item_graph_col", item_graph.col_indices(), persistent=False)
+            self.register_buffer("item_graph_val", item_graph.values(), persistent=False)
+
+    def item_graph(self) -> torch.Tensor | None:
+        """The item-item graph ``Ŝ`` (I, I) on the module's device, or ``None``."""
+        if not self.has_item_graph:
+            return None
+        return csr_tensor(
+            self.item_graph_crow,
+            self.item_graph_col,
+            self.item_graph_val,
+            (self.n_items, self.n_items),
+        )
 
     def ego_parameters(self) -> tuple[nn.Parameter, nn.Parameter]:
         """The ID ego tables ``(users (U, d), items (I, d))``."""
@@ -89,11 +132,20 @@ class Teacher(nn.Module):
     def propagate_ids(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(Ē_u (U, d), Ē_i (I, d))``: the ID part, fixed once the teacher is frozen.
 
+        With an item graph, ``Ē_i`` here already includes ``w Ŝ^h E_i``.
+
         In stage 2 compute it once (under ``torch.no_grad()``) and pass it to :meth:`forward`
         as ``ids`` so only the prompt-dependent modality part is recomputed per step.
         """
         out = propagate(adj, torch.cat([self.user_ego, self.item_ego], dim=0), self.n_layers)
-        return out[: self.n_users], out[self.n_users :]
+        user_bar, item_bar = out[: self.n_users], out[self.n_users :]
+        graph = self.item_graph()
+        if graph is not None:
+            hop = self.item_ego
+            for _ in range(self.item_graph_hops):
+                hop = spmm(graph, hop)
+            item_bar = item_bar + self.item_graph_weight * hop
+        return user_bar, item_bar
 
     def _check_inputs(
         self,
