@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.config import Settings, load_settings
 from service.errors import install_error_handlers
+from service.heap import freeze_long_lived
 from service.metrics import Metrics, MetricsMiddleware
 from service.recommender import Recommender
 from service.routes import routers
@@ -49,17 +50,16 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     _configure_logging(settings.log_level)
     store = open_store(settings)
     try:
-        recommender = await run_in_threadpool(
+        loaded = await run_in_threadpool(
             Recommender.load, settings, store, None, metrics.observe_finetune
         )
         app.state.store = store
-        app.state.recommender = recommender
+        app.state.recommender = loaded
         metrics.set_model(
-            recommender.model_version,
-            recommender.bundle.dataset,
-            recommender.index.kind,
-            recommender.index.size,
+            loaded.model_version, loaded.bundle.dataset, loaded.index.kind, loaded.index.size
         )
+        del loaded  # app.state holds the model: a reload must be able to free it
+        freeze_long_lived()
         yield
     finally:
         app.state.recommender = None

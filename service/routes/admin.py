@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Request
 
+from service.heap import freeze_long_lived
 from service.recommender import Recommender
 from service.routes.deps import MetricsDep, SettingsDep
 from service.schemas import ReloadRequest, ReloadResponse
@@ -39,13 +40,12 @@ def reload(
     state = request.app.state
     path = Path(body.path) if body is not None and body.path else settings.bundle_path
     with state.reload_lock:
-        previous: Recommender = state.recommender
+        previous_version = state.recommender.model_version
         fresh = Recommender.load(settings, state.store, path, on_finetune=metrics.observe_finetune)
         state.recommender = fresh
         metrics.set_model(
             fresh.model_version, fresh.bundle.dataset, fresh.index.kind, fresh.index.size
         )
-    logger.info("reloaded %s -> %s", previous.model_version, fresh.model_version)
-    return ReloadResponse(
-        model_version=fresh.model_version, previous_version=previous.model_version
-    )
+    logger.info("reloaded %s -> %s", previous_version, fresh.model_version)
+    freeze_long_lived()
+    return ReloadResponse(model_version=fresh.model_version, previous_version=previous_version)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,6 +141,21 @@ def test_reload_swaps_to_the_latest_version_and_refolds_users_lazily(client: Tes
     np.testing.assert_allclose(served.user_vector("3"), expected, rtol=1e-6)
     assert 'model_version="test-v2"' in "\n".join(metric_lines(client))
     assert 'model_version="test-v1"' not in "\n".join(metric_lines(client))
+
+
+def test_loaded_state_is_frozen_out_of_gc_and_a_reload_frees_the_old_model(
+    sqlite_client: TestClient,
+) -> None:
+    state = sqlite_client.app.state  # type: ignore[attr-defined]
+    old = weakref.ref(state.recommender)
+    assert gc.get_freeze_count() > 0
+    write_random_bundle(state.settings.bundle_path, seed=2, version="test-v2")
+
+    assert sqlite_client.post("/admin/reload", headers=AUTH).status_code == 200
+
+    assert old() is None, "the replaced model is still alive after the reload"
+    assert state.recommender.model_version == "test-v2"
+    gc.unfreeze()
 
 
 def test_reload_of_a_bad_path_is_422_and_keeps_serving(
