@@ -19,7 +19,7 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz")
-def healthz() -> HealthResponse:
+async def healthz() -> HealthResponse:
     """Liveness: the process answers."""
     return HealthResponse()
 
