@@ -13,6 +13,7 @@ evaluator's (``training/evaluate.py``), so both rank near-ties the same way.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
@@ -45,6 +46,14 @@ class SearchResult(NamedTuple):
 def _order(scores: np.ndarray, items: np.ndarray) -> np.ndarray:
     """Positions that sort candidates by descending score, then ascending item index."""
     return np.lexsort((items, -scores))
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``values`` as a sorted unique int64 array (returned as is when it already is one)."""
+    values = np.asarray(values)
+    if values.dtype == np.int64 and (values.size < 2 or bool((values[1:] > values[:-1]).all())):
+        return values
+    return np.unique(values.astype(np.int64))
 
 
 def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
@@ -94,7 +103,7 @@ class ItemIndex:
         items = np.full((n_queries, k), MISSING_ITEM, dtype=np.int64)
         if n_queries == 0:
             return SearchResult(scores, items)
-        excluded = [np.unique(np.asarray(row, dtype=np.int64)) for row in exclude]
+        excluded = [_sorted_unique(row) for row in exclude]
         fetch = min(self.size, k + max(len(row) for row in excluded) + 1)
         cand_scores, cand_items = self._index.search(queries, fetch)
         for row in range(n_queries):
@@ -113,7 +122,7 @@ class ItemIndex:
 
     def _margin(self, query: np.ndarray) -> float:
         """A bound on the error of a float32 score of ``query`` against any item."""
-        return FLOAT32_DOT_ERROR * self.dim * float(np.linalg.norm(query)) * self._max_norm
+        return FLOAT32_DOT_ERROR * self.dim * math.sqrt(float(query @ query)) * self._max_norm
 
     def _select(
         self,
