@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     search_threads: int = Field(
         1, ge=1, le=256, description="FAISS threads per process (one request = one small search)."
     )
+    precompute_depth: int = Field(
+        100,
+        ge=0,
+        description=(
+            "Items per user precomputed at load for the bundle's users (exact; 12 bytes each; "
+            "0 = off): a user who posted nothing is answered without a search."
+        ),
+    )
     hnsw_m: int = Field(32, ge=4, le=256, description="HNSW graph degree.")
     hnsw_ef_search: int = Field(128, ge=1, description="HNSW search breadth.")
     ivf_nlist: int = Field(64, ge=1, description="IVF cells.")

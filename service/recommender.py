@@ -49,8 +49,9 @@ from service.finetune import (
     resolve_method,
 )
 from service.index import MISSING_ITEM, ItemIndex, build_index
-from service.overlay import ItemOverlay, merge_top_k
+from service.overlay import ItemOverlay, OverlaySnapshot, merge_top_k
 from service.store.base import Event, Store
+from service.toplists import TopLists
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ COMPACT_AFTER = 64
 """Overlaid items scored outside the index before it is rebuilt with them."""
 COMPACT_EVERY_S = 1.0
 """Longest wait, in seconds, before pending overlaid items are rebuilt into the index."""
+TOPLIST_MAX_OVERLAY = 256
+"""Most overlaid items the precomputed lists are used with: every overlaid item is scored and
+merged per request, which beyond a few hundred (tiktok) costs more than the search it saves."""
 Fallback = Literal["popular"]
 
 
@@ -81,6 +85,8 @@ class Recommendation:
 class _UserState:
     vector: np.ndarray | None
     exclude: np.ndarray
+    bundle_row: int | None = None
+    """The user's bundle row when ``vector`` is that row's exported vector, unchanged."""
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -136,6 +142,17 @@ class Recommender:
         self._compact_lock = threading.Lock()
         self._served: tuple[ItemIndex, int] = (index, 0)
         self._compacted_at = time.monotonic()
+        self._toplists = (
+            TopLists(
+                index,
+                self._users,
+                bundle.train_indptr,
+                bundle.train_indices,
+                settings.precompute_depth,
+            )
+            if settings.precompute_depth
+            else None
+        )
         self._no_pending = (
             _read_only(np.empty(0, dtype=np.int64)),
             _read_only(np.empty((0, bundle.dim), dtype=np.float32)),
@@ -180,16 +197,24 @@ class Recommender:
         """Top-k for each query; users with a vector are searched in one index call.
 
         Items re-propagated with online interactions (the overlay) are left out of the index
-        search and scored exactly, then merged in.
+        search and scored exactly, then merged in. A bundle user with the bundle's vector is
+        answered from the precomputed lists (:class:`TopLists`) when they hold enough items.
         """
         self._sync_items()
-        index, overlay_items, overlay_vectors = self._search_state()
+        snapshot = None if self._overlay is None else self._overlay.snapshot
+        index, overlay_items, overlay_vectors = self._search_state(snapshot)
         states = [self._user_state(query.user_id, query.exclude_seen) for query in queries]
+        results: dict[int, list[tuple[str, float]]] = {}
+        for row, (query, state) in enumerate(zip(queries, states, strict=True)):
+            listed = self._from_toplist(query, state, snapshot)
+            if listed is not None:
+                results[row] = listed
         vectors = {
-            row: state.vector for row, state in enumerate(states) if state.vector is not None
+            row: state.vector
+            for row, state in enumerate(states)
+            if state.vector is not None and row not in results
         }
         personal = list(vectors)
-        results: dict[int, list[tuple[str, float]]] = {}
         if personal:
             k_max = max(queries[row].k for row in personal)
             excludes = [states[row].exclude for row in personal]
@@ -258,7 +283,39 @@ class Recommender:
         served[snapshot.items] = snapshot.vectors
         return served
 
-    def _search_state(self) -> tuple[ItemIndex, np.ndarray, np.ndarray]:
+    def _from_toplist(
+        self, query: RecommendQuery, state: _UserState, snapshot: OverlaySnapshot | None
+    ) -> list[tuple[str, float]] | None:
+        """The answer from the user's precomputed list and the overlay, or None: search.
+
+        Every overlaid item is left out of the list (its vector is no longer the bundle's)
+        and scored exactly, as a search over the served vectors would score it.
+        """
+        if (
+            self._toplists is None
+            or state.bundle_row is None
+            or state.vector is None
+            or not query.exclude_seen
+        ):
+            return None
+        hidden = self._no_pending[0] if snapshot is None else snapshot.items
+        if hidden.size > TOPLIST_MAX_OVERLAY:
+            return None
+        found = self._toplists.top(state.bundle_row, query.k, hidden)
+        if found is None:
+            return None
+        scores, items = found
+        if snapshot is not None and hidden.size:
+            allowed = ~np.isin(hidden, state.exclude)
+            extra = snapshot.vectors[allowed].astype(np.float64) @ state.vector.astype(np.float64)
+            scores, items = merge_top_k(
+                scores, items, extra, hidden[allowed], query.k, MISSING_ITEM
+            )
+        return self._named(items, scores)
+
+    def _search_state(
+        self, snapshot: OverlaySnapshot | None
+    ) -> tuple[ItemIndex, np.ndarray, np.ndarray]:
         """The index to search and the overlaid items it does not hold yet, with their vectors.
 
         The searched index holds the overlay as of some step; items changed since are left out
@@ -267,9 +324,8 @@ class Recommender:
         served vectors (one copy of the catalog for the exact index) and swapped in; the
         bundle's own index is never modified.
         """
-        if self._overlay is None:
+        if snapshot is None:
             return self.index, *self._no_pending
-        snapshot = self._overlay.snapshot
         index, step = self._served
         if snapshot.step == step:
             return index, *self._no_pending
@@ -337,12 +393,14 @@ class Recommender:
                 vector = self._refold(user_id)
         elif posted.size:
             vector = self._fold(row, np.union1d(train, posted))
+        bundle_row = None
         if vector is None and row is not None:
             vector = self._users[row]
+            bundle_row = row
         if not exclude_seen:
-            return _UserState(vector, np.empty(0, dtype=np.int64))
+            return _UserState(vector, np.empty(0, dtype=np.int64), bundle_row)
         exclude = np.union1d(train, posted) if posted.size else train
-        return _UserState(vector, exclude)
+        return _UserState(vector, exclude, bundle_row)
 
     def _fold(self, row: int | None, positives: np.ndarray) -> np.ndarray:
         """The deterministic (``propagate`` or ``mean``) vector of a user with these items."""
