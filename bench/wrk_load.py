@@ -1,0 +1,277 @@
+"""Closed-loop load from ``wrk`` (C) on its own CPU, the service pinned to another one.
+
+    python -m bench.wrk_load [--bundle models/tiktok] [--connections 16] [--seconds 8]
+
+``bench.service_load`` drives the service from a Python client that shares the 2 cores with
+the server, so its numbers mix the client's cost into the server's. Here the service (one
+uvicorn worker, the container's command, a fresh SQLite store) runs on CPU 0 and ``wrk`` on
+CPU 1 (``sched_setaffinity``, inherited by each process), so the server has a core to itself
+and the client costs it nothing. Phases, each after a warm-up, ``--rounds`` times in turn so
+that drift hits every endpoint alike:
+
+- before any write: ``GET /healthz`` and ``POST /recommend`` for random bundle users (k=20,
+  exclude_seen), answered from the precomputed lists (:mod:`service.toplists`);
+- then ``POSTERS`` users post one interaction each (about as many items get an overlay, more
+  than the lists are used with), and again ``GET /healthz``, ``POST /recommend`` for users who
+  did not post (the bundle's vector, a FAISS search over the compacted index) and for users who
+  posted (the vector folded from the log, then the same search).
+
+Latency is wrk's, from send to the full response; ``--connections`` keep-alive connections send
+as soon as their last answer came (closed loop: at saturation latency = connections /
+throughput). Needs ``wrk`` on PATH (Debian: ``apt-get install wrk``) and two CPUs.
+Writes ``bench/results/service-load-wrk.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from bench.common import (
+    RESULTS_DIR,
+    LatencyStats,
+    ensure_tiktok_bundle,
+    markdown_table,
+    setup_logging,
+    write_report,
+)
+from bundle import read_bundle
+from tests.integration.conftest import API_KEY, ServiceProcess
+
+logger = logging.getLogger(__name__)
+
+SERVER_CPU, CLIENT_CPU = 0, 1
+POSTERS = 2000
+"""Users who post one interaction before the search-path phase."""
+
+REQUEST_SCRIPT = """
+local users = {}
+for line in io.lines("%(users)s") do users[#users + 1] = line end
+math.randomseed(%(seed)d)
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local user = users[math.random(#users)]
+  return wrk.format(nil, "/recommend", nil,
+    '{"user_id":"' .. user .. '","k":20,"exclude_seen":true}')
+end
+"""
+REPORT_SCRIPT = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '\\nRESULT {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"mean_us":%.1f,'
+    .. '"errors":%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    latency.mean, e.connect + e.read + e.write + e.timeout + e.status))
+end
+"""
+
+
+def wrk_phase(name: str, url: str, connections: int, seconds: float, script: str) -> LatencyStats:
+    """One wrk run on CLIENT_CPU; its Lua ``done`` hook reports exact percentiles."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script + REPORT_SCRIPT)
+    try:
+        output = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", handle.name, url],
+            check=True,
+            capture_output=True,
+            text=True,
+            preexec_fn=lambda: os.sched_setaffinity(0, {CLIENT_CPU}),
+        ).stdout
+    finally:
+        Path(handle.name).unlink()
+    lines = [line for line in output.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        raise RuntimeError(f"wrk printed no RESULT line for {name}:\n{output}")
+    result = json.loads(lines[-1].removeprefix("RESULT "))
+    return LatencyStats(
+        name=name,
+        requests=result["requests"],
+        errors=result["errors"],
+        seconds=result["duration_us"] / 1e6,
+        p50_ms=result["p50_us"] / 1e3,
+        p99_ms=result["p99_us"] / 1e3,
+        mean_ms=result["mean_us"] / 1e3,
+    )
+
+
+def post_one_each(url: str, users: Sequence[str], items: Sequence[str], seed: int) -> None:
+    """One interaction (a random item) for each of ``users``, acknowledged before returning."""
+    rng = random.Random(seed)
+    with httpx.Client(base_url=url, headers={"X-API-Key": API_KEY}, timeout=30.0) as client:
+        for user in users:
+            response = client.post(
+                "/interactions", json={"user_id": user, "item_ids": [rng.choice(items)]}
+            )
+            response.raise_for_status()
+
+
+def run(
+    bundle: Path, connections: int, seconds: float, rounds: int, seed: int
+) -> list[LatencyStats]:
+    loaded = read_bundle(bundle)
+    rng = random.Random(seed)
+    posters = rng.sample(loaded.user_ids, min(POSTERS, loaded.n_users // 2))
+    quiet = sorted(set(loaded.user_ids) - set(posters))
+    own_cpus = os.sched_getaffinity(0)
+    with tempfile.TemporaryDirectory(prefix="promptmm-wrk-") as tmp:
+        files = {name: Path(tmp) / f"{name}.txt" for name in ("all", "quiet", "posted")}
+        for name, users in (("all", loaded.user_ids), ("quiet", quiet), ("posted", posters)):
+            files[name].write_text("\n".join(users) + "\n")
+        env = {
+            "PROMPTMM_BUNDLE_PATH": str(bundle.resolve()),
+            "PROMPTMM_STORE_PATH": str(Path(tmp) / "store.sqlite3"),
+            "PROMPTMM_LOG_LEVEL": "WARNING",
+        }
+        extra = ["--workers", "1", "--log-level", "warning", "--no-access-log"]
+        service = ServiceProcess(env, Path(tmp) / "service.log", extra_args=extra)
+        os.sched_setaffinity(0, {SERVER_CPU})
+        try:
+            service.start()
+        finally:
+            os.sched_setaffinity(0, own_cpus)
+        with service:
+            recommend = f"{service.url}/recommend"
+            quiet_script = REQUEST_SCRIPT % {"users": files["quiet"], "seed": seed}
+            before = {
+                "healthz": (f"{service.url}/healthz", ""),
+                "recommend": (recommend, REQUEST_SCRIPT % {"users": files["all"], "seed": seed}),
+            }
+            results = [measure(before, service.url, connections, seconds, rounds, "before")]
+            post_one_each(service.url, posters, loaded.item_ids, seed)
+            after = {
+                "healthz": before["healthz"],
+                "recommend, users who did not post": (recommend, quiet_script),
+                "recommend, users who posted": (
+                    recommend,
+                    REQUEST_SCRIPT % {"users": files["posted"], "seed": seed},
+                ),
+            }
+            results.append(measure(after, service.url, connections, seconds, rounds, "after"))
+            return results
+
+
+def measure(
+    phases: dict[str, tuple[str, str]],
+    url: str,
+    connections: int,
+    seconds: float,
+    rounds: int,
+    label: str,
+) -> list[LatencyStats]:
+    """Warm each phase up, then run them ``rounds`` times in turn."""
+    for name, (target, script) in phases.items():
+        wrk_phase(f"warm-up {name}", target, connections, 3, script)
+    results = []
+    for round_ in range(1, rounds + 1):
+        for name, (target, script) in phases.items():
+            stats = wrk_phase(name, target, connections, seconds, script)
+            logger.info(
+                "%s writes, round %d, %s: %.0f req/s, p50 %.2f ms, p99 %.2f ms",
+                label,
+                round_,
+                name,
+                stats.throughput,
+                stats.p50_ms,
+                stats.p99_ms,
+            )
+            results.append(stats)
+    return results
+
+
+def table(results: Sequence[LatencyStats], rounds: int) -> str:
+    """One row per phase and round, then the medians, with recommend/healthz per round."""
+    per_round = len(results) // rounds
+    rows: list[list[object]] = []
+    for round_ in range(rounds):
+        chunk = results[round_ * per_round : (round_ + 1) * per_round]
+        healthz = chunk[0].throughput
+        for stats in chunk:
+            ratio = "" if stats is chunk[0] else f"{stats.throughput / healthz:.2f}"
+            rows.append(_row(str(round_ + 1), stats, ratio))
+    names = [stats.name for stats in results[:per_round]]
+    for name in names:
+        same = [stats for stats in results if stats.name == name]
+        median = LatencyStats(
+            name=name,
+            requests=sum(stats.requests for stats in same),
+            errors=sum(stats.errors for stats in same),
+            seconds=sum(stats.seconds for stats in same),
+            p50_ms=statistics.median(stats.p50_ms for stats in same),
+            p99_ms=statistics.median(stats.p99_ms for stats in same),
+            mean_ms=statistics.median(stats.mean_ms for stats in same),
+        )
+        rows.append(_row("all (req/s overall; median p50/p99)", median, ""))
+    headers = ["round", "endpoint", "requests", "errors", "req/s", "p50 ms", "p99 ms"]
+    return markdown_table([*headers, "/ healthz req/s"], rows)
+
+
+def _row(label: str, stats: LatencyStats, ratio: str) -> list[object]:
+    return [
+        label,
+        stats.name,
+        stats.requests,
+        stats.errors,
+        f"{stats.throughput:,.0f}",
+        f"{stats.p50_ms:.2f}",
+        f"{stats.p99_ms:.2f}",
+        ratio,
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.wrk_load", description=__doc__)
+    parser.add_argument("--bundle", type=Path, default=None, help="bundle or models root")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=8.0, help="per phase and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "service-load-wrk.md")
+    args = parser.parse_args(argv)
+    setup_logging()
+    if args.connections < 1 or args.rounds < 1 or not args.seconds > 0:
+        parser.error("--connections and --rounds must be >= 1 and --seconds > 0")
+    if shutil.which("wrk") is None:
+        parser.error("wrk is not on PATH: install it (Debian: apt-get install wrk)")
+    if not {SERVER_CPU, CLIENT_CPU} <= os.sched_getaffinity(0):
+        parser.error(
+            f"needs CPUs {SERVER_CPU} and {CLIENT_CPU}; this process may use only "
+            f"{sorted(os.sched_getaffinity(0))}"
+        )
+    bundle = ensure_tiktok_bundle(args.bundle)
+    results = run(bundle, args.connections, args.seconds, args.rounds, args.seed)
+    notes = (
+        f"Bundle `{read_bundle(bundle).model_version}`, embedded SQLite store, one uvicorn "
+        f"worker pinned to CPU {SERVER_CPU}; wrk (1 thread, {args.connections} keep-alive "
+        f"connections, closed loop, {args.seconds:g} s per phase) pinned to CPU {CLIENT_CPU}. "
+        "Before any write, `/recommend` is answered from the precomputed lists; after "
+        f"{POSTERS} users posted, the item overlay is too big for them and every `/recommend` "
+        "searches the index (users who posted also fold their vector from the log). Goals: "
+        "recommend/healthz >= 0.8, /recommend p99 <= 10 ms."
+    )
+    sections = [
+        notes,
+        "## Before any write\n\n" + table(results[0], args.rounds),
+        f"## After {POSTERS} users posted one interaction each\n\n"
+        + table(results[1], args.rounds),
+    ]
+    text = write_report(args.out, "Service load benchmark (wrk)", sections)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
