@@ -56,7 +56,7 @@ def _sorted_unique(values: np.ndarray) -> np.ndarray:
     return np.unique(values.astype(np.int64))
 
 
-def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+def is_member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     """``np.isin(values, sorted_set)`` for a sorted unique ``sorted_set``, by binary search."""
     if len(sorted_set) == 0:
         return np.zeros(len(values), dtype=bool)
@@ -138,7 +138,7 @@ class ItemIndex:
         window could still outrank the k-th (its float32 score is within rounding of it).
         """
         valid = cand_items != MISSING_ITEM
-        kept_items = cand_items[valid & ~_member(cand_items, excluded)]
+        kept_items = cand_items[valid & ~is_member(cand_items, excluded)]
         wanted = min(k, self.size - len(excluded))
         if len(kept_items) < wanted:
             return None

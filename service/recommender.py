@@ -48,7 +48,7 @@ from service.finetune import (
     mean_square,
     resolve_method,
 )
-from service.index import MISSING_ITEM, ItemIndex, build_index
+from service.index import MISSING_ITEM, ItemIndex, build_index, is_member
 from service.overlay import ItemOverlay, OverlaySnapshot, merge_top_k
 from service.store.base import Event, Store
 from service.toplists import TopLists
@@ -60,9 +60,9 @@ COMPACT_AFTER = 64
 """Overlaid items scored outside the index before it is rebuilt with them."""
 COMPACT_EVERY_S = 1.0
 """Longest wait, in seconds, before pending overlaid items are rebuilt into the index."""
-TOPLIST_MAX_OVERLAY = 256
-"""Most overlaid items the precomputed lists are used with: every overlaid item is scored and
-merged per request, which beyond a few hundred (tiktok) costs more than the search it saves."""
+TOPLIST_MAX_OVERLAY = 2048
+"""Most overlaid items the precomputed lists are used with: each is scored per request (on
+tiktok with 1,719 overlaid items the lists path takes 123 us, a search 154 us)."""
 Fallback = Literal["popular"]
 
 
@@ -153,6 +153,7 @@ class Recommender:
             if settings.precompute_depth
             else None
         )
+        self._overlay64: tuple[int, np.ndarray] = (-1, np.empty((0, bundle.dim)))
         self._no_pending = (
             _read_only(np.empty(0, dtype=np.int64)),
             _read_only(np.empty((0, bundle.dim), dtype=np.float32)),
@@ -306,12 +307,26 @@ class Recommender:
             return None
         scores, items = found
         if snapshot is not None and hidden.size:
-            allowed = ~np.isin(hidden, state.exclude)
-            extra = snapshot.vectors[allowed].astype(np.float64) @ state.vector.astype(np.float64)
-            scores, items = merge_top_k(
-                scores, items, extra, hidden[allowed], query.k, MISSING_ITEM
-            )
+            allowed = ~is_member(hidden, state.exclude)
+            extra = self._overlay_scores(snapshot, state.vector)[allowed]
+            extra_items = hidden[allowed]
+            if extra.size > query.k:
+                kth = np.partition(extra, extra.size - query.k)[extra.size - query.k]
+                best = extra >= kth
+                extra, extra_items = extra[best], extra_items[best]
+            scores, items = merge_top_k(scores, items, extra, extra_items, query.k, MISSING_ITEM)
         return self._named(items, scores)
+
+    def _overlay_scores(self, snapshot: OverlaySnapshot, vector: np.ndarray) -> np.ndarray:
+        """Float64 scores of every overlaid item, as a search over the served vectors rescores.
+
+        The float64 copy of the snapshot's vectors is made once per overlay step.
+        """
+        step, vectors = self._overlay64
+        if step != snapshot.step:
+            vectors = snapshot.vectors.astype(np.float64)
+            self._overlay64 = (snapshot.step, vectors)
+        return np.asarray(vectors @ vector.astype(np.float64))
 
     def _search_state(
         self, snapshot: OverlaySnapshot | None

@@ -101,7 +101,10 @@ def test_recommender_answers_the_same_with_and_without_lists(
         ]
         before = recommender.recommend_many(queries)
         recommender.record(
-            [Event(user_id=str(user), item_ids=(f"i{user + 7}",), timestamp=1.0) for user in (3, 9)]
+            [
+                Event(user_id=str(user), item_ids=(f"i{(user * 3) % 119}",), timestamp=1.0)
+                for user in range(0, 60, 2)
+            ]
         )
         recommender.record([Event(user_id="new", item_ids=("i5", "i50"), timestamp=2.0)])
         after = recommender.recommend_many([*queries, RecommendQuery("new", 10)])
@@ -109,5 +112,6 @@ def test_recommender_answers_the_same_with_and_without_lists(
         store.close()
 
     assert answers[12] == answers[0]
+    assert recommender._overlay is not None and recommender._overlay.snapshot.items.size > 20
     changed = sum(a != b for a, b in zip(answers[0][0], answers[0][1], strict=False))
     assert changed > 0, "the overlay changed no answer: the test would not see a wrong merge"
