@@ -94,6 +94,7 @@ def student_command(args: argparse.Namespace) -> int:
         dataclasses.replace(config, stage1=stage1),
         export=not args.no_export,
         teacher_from=args.teacher,
+        warm_start_from=args.warm_start,
     )
     _report(result.summary)
     sys.stdout.write(f"run folder: {result.run_dir}\n")
@@ -147,6 +148,12 @@ def register(sub: Any) -> None:
     _add_config_args(student)
     student.add_argument(
         "--teacher", type=Path, help="run folder or teacher.pt of a stage-1 run (omit: no KD)"
+    )
+    student.add_argument(
+        "--warm-start",
+        type=Path,
+        metavar="BUNDLE",
+        help="start from this exported student's egos (fine-tune it on the config's data)",
     )
     student.add_argument("--no-export", action="store_true", help="do not write a bundle")
     student.set_defaults(handler=student_command)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from bundle import BundleError, read_bundle
 from training.config import Config, from_dict, to_dict
 from training.context import (
     TEST_PROTOCOL,
@@ -93,12 +94,47 @@ def teacher_stage(
     return teacher, summary
 
 
+def warm_start_tables(
+    path: Path, dataset: Dataset, config: Config
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ego tables of the student exported at ``path``, checked against ``dataset``.
+
+    The bundle must carry its layers (``propagation.npz``), index users and items exactly as
+    ``dataset`` does (its training split may have grown) and have ``student.dim`` columns.
+    """
+    try:
+        bundle = read_bundle(path)
+    except BundleError as exc:
+        raise ValueError(f"cannot warm-start from {path}: {exc}") from exc
+    if bundle.user_ego is None or bundle.item_layers is None:
+        raise ValueError(
+            f"cannot warm-start from {bundle.model_version}: it has no propagation.npz "
+            "(exported before bundles carried the student's egos); train from scratch"
+        )
+    if bundle.user_ids != list(dataset.user_ids) or bundle.item_ids != list(dataset.item_ids):
+        raise ValueError(
+            f"cannot warm-start from {bundle.model_version}: its user/item ids "
+            f"({bundle.n_users} x {bundle.n_items}) differ from {dataset.name!r}'s "
+            f"({dataset.n_users} x {dataset.n_items})"
+        )
+    if bundle.dim != config.student.dim:
+        raise ValueError(
+            f"cannot warm-start from {bundle.model_version}: dim {bundle.dim}, but "
+            f"student.dim = {config.student.dim}"
+        )
+    return torch.tensor(bundle.user_ego), torch.tensor(bundle.item_layers[0])
+
+
 def student_stage(
-    ctx: TrainingContext, config: Config, teacher: TeacherBundle | None, run: RunDir | None
+    ctx: TrainingContext,
+    config: Config,
+    teacher: TeacherBundle | None,
+    run: RunDir | None,
+    warm_start: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[StudentResult, dict[str, Any]]:
     """Stage 2 (from a fresh seed) with its summary."""
     reseed_for_student(ctx, config)
-    result = train_student(ctx, config, teacher, run)
+    result = train_student(ctx, config, teacher, run, warm_start)
     summary = {
         "best_epoch": result.fit.best_epoch,
         "epochs_run": result.fit.epochs_run,
@@ -123,8 +159,12 @@ def run_pipeline(
     export: bool = True,
     teacher_from: Path | None = None,
     dataset: Dataset | None = None,
+    warm_start_from: Path | None = None,
 ) -> PipelineResult:
-    """Train the teacher (unless disabled or loaded), then the student, then export it."""
+    """Train the teacher (unless disabled or loaded), then the student, then export it.
+
+    ``warm_start_from`` (a bundle) starts the student from that exported student's egos.
+    """
     started = time.perf_counter()
     dataset = dataset or load_data(config)
     ctx = build_context(dataset, config)
@@ -150,7 +190,11 @@ def run_pipeline(
                 "the student's KD weights are not all 0 but there is no teacher: enable stage1, "
                 "pass --teacher RUN_DIR, or set kd.pair_weight/list_weight/emb_weight = 0"
             )
-        result.student, summary["student"] = student_stage(ctx, config, result.teacher, run)
+        warm = None
+        if warm_start_from is not None:
+            warm = warm_start_tables(warm_start_from, dataset, config)
+            summary["warm_start"] = str(warm_start_from)
+        result.student, summary["student"] = student_stage(ctx, config, result.teacher, run, warm)
         if export:
             metrics = {key: summary["student"][key] for key in ("valid", "test", "best_epoch")}
             metrics["protocol"] = summary["protocol"]

@@ -177,11 +177,20 @@ def train_student(
     config: Config,
     teacher: TeacherBundle | None,
     run: RunDir | None = None,
+    warm_start: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> StudentResult:
-    """Train the student (distilled from ``teacher`` when given and KD is on)."""
+    """Train the student (distilled from ``teacher`` when given and KD is on).
+
+    ``warm_start`` = (user ego (U, d), item ego (I, d)) starts the student from those tables
+    (an exported student's, to fine-tune it on more interactions) instead of Xavier.
+    """
     cfg, train = config.student, config.stage2
     student = Student(ctx.dataset.n_users, ctx.dataset.n_items, cfg.dim, cfg.n_layers)
     student = student.to(ctx.device)
+    if warm_start is not None and cfg.init_from_teacher:
+        raise ValueError("a warm start and student.init_from_teacher = true exclude each other")
+    if warm_start is not None:
+        student.load_ego(*warm_start)
     if cfg.init_from_teacher:
         if teacher is None:
             raise ValueError(
