@@ -6,16 +6,20 @@
   (a) stale: the bundle trained on the training split only (``--bundle``, default
       ``models/tiktok``, trained with configs/tiktok.toml when absent);
   (b) online: the service (embedded store) on that bundle receives every validation
-      interaction through ``POST /interactions``, one request each; the fine-tuned user
-      vectors are read back from the store and replace those users' rows;
+      interaction through ``POST /interactions``, one request each; the vectors it then
+      serves (folded users, the item overlay) are read through its own ``Recommender``;
+  (b') fine-tune: (a)'s student warm-started from its own egos (``training student
+      --warm-start``) on (c)'s data for a few epochs, KD off: the paper's Table 7 procedure,
+      as a job whose bundle the service takes with ``POST /admin/reload``;
   (c) retrain: the training CLI on a copy of the dataset whose train split is train +
-      validation (``--holdout`` validation interactions stay out as its early-stopping split).
-  On tiktok no validation user has a test item, so (b) cannot change a test ranking.
+      validation (300 validation interactions stay out as its early-stopping split).
+  On tiktok no validation user has a test item, so (b) moves test rankings only through the
+  item overlay.
 ``--protocol holdout`` (where the updated users are evaluated): one training item of every
   test and validation user with >= 2 is held out (:func:`bench.replay_data.holdout_pairs`);
   (a) trains without them (``--bundle``, else trained here on the schedule (c) ended with:
-  :func:`schedule_of`), (b) replays them online, (c) is the model trained on the full
-  training split
+  :func:`schedule_of`), (b) replays them online, (b') fine-tunes (a) on the full training
+  split, (c) is the model trained on the full training split
   (``--retrained``, default ``models/tiktok``).
 Test Recall@20 / NDCG@20 mask training and validation items in every row. Writes
 ``bench/results/table7-replay[-holdout].md``.
@@ -25,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -34,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import (
+    REPO_ROOT,
     RESULTS_DIR,
     TIKTOK_CONFIG,
     LatencyStats,
@@ -41,6 +48,7 @@ from bench.common import (
     markdown_table,
     setup_logging,
     shared_datasets,
+    torch_env,
     train,
     write_report,
 )
@@ -153,15 +161,55 @@ def schedule_of(reference: Bundle) -> list[str]:
     ]
 
 
+FINETUNE_SCHEDULE = (
+    "stage2.max_epochs=6",
+    "stage2.eval_every=1",
+    "stage2.patience=3",
+)
+"""The warm-start fine-tune's budget: a few epochs, the best on validation kept."""
+
+
+def finetune(stale: Path, data: Path, workdir: Path) -> tuple[Path, float]:
+    """Warm-start (a)'s student on ``data`` (KD off: the teacher is not exported); wall time."""
+    models = workdir / "finetuned"
+    command = [
+        sys.executable,
+        "-m",
+        "training",
+        "student",
+        str(TIKTOK_CONFIG),
+        "--warm-start",
+        str(stale),
+    ]
+    for override in (
+        f"data.path={data}",
+        f"run.models_dir={models}",
+        f"run.runs_dir={workdir / 'runs'}",
+        "run.progress=false",
+        "kd.pair_weight=0",
+        "kd.list_weight=0",
+        "kd.emb_weight=0",
+        *FINETUNE_SCHEDULE,
+    ):
+        command += ["--set", override]
+    started = time.perf_counter()
+    subprocess.run(command, cwd=REPO_ROOT, env=torch_env(), check=True)
+    return models / data.name, time.perf_counter() - started
+
+
 @dataclass(frozen=True)
 class Plan:
-    """What one protocol compares: the stale (a), the pairs to replay, the reference (c)."""
+    """What one protocol compares: the stale (a), the pairs to replay, the reference (c).
+
+    ``finetune_data`` is the dataset whose training split holds the replayed pairs too.
+    """
 
     stale: Path
     pairs: list[tuple[int, int]]
     reference: Path
     reference_label: str
     retrain_s: float | None
+    finetune_data: Path
 
 
 def plan(args: argparse.Namespace, dataset: Dataset, workdir: Path) -> Plan:
@@ -171,10 +219,11 @@ def plan(args: argparse.Namespace, dataset: Dataset, workdir: Path) -> Plan:
         stale = ensure_tiktok_bundle(args.bundle)
         pairs = validation_pairs(dataset)
         reference = args.retrained
+        merged = write_merged(dataset, args.data, workdir / "merged" / dataset.name, 300, 0)
         if reference is None:
-            merged = write_merged(dataset, args.data, workdir / "merged" / dataset.name, 300, 0)
             reference, timed = train_on(merged, workdir)
         what = "(c) full retrain on train + valid"
+        return Plan(stale, pairs, reference, what, timed, merged)
     else:
         pairs = holdout_pairs(dataset, args.seed)
         reference = ensure_tiktok_bundle(args.retrained)
@@ -183,7 +232,7 @@ def plan(args: argparse.Namespace, dataset: Dataset, workdir: Path) -> Plan:
             data = write_holdout(dataset, args.data, workdir / "holdout" / dataset.name, args.seed)
             stale, _ = train_on(data, workdir, schedule_of(read_bundle(reference)))
         what = "(c) trained on the full train split"
-    return Plan(stale, pairs, reference, what, timed)
+    return Plan(stale, pairs, reference, what, timed, args.data)
 
 
 def cost_note(update: LatencyStats, retrain_s: float | None) -> str:
@@ -229,12 +278,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         online_users, online_items, loaded = online_embeddings(
             chosen.stale, workdir / "replay.sqlite3", updated
         )
+        tuned_root, tuned_s = finetune(chosen.stale, chosen.finetune_data, workdir)
+        tuned = read_bundle(tuned_root)
+        check_same_ids(tuned, dataset)
     changed = len({user for user, _ in chosen.pairs} & test_users)
     retrain = f"{chosen.retrain_s:.0f} s" if chosen.retrain_s is not None else "(reused bundle)"
     rows = []
     for name, users, items, cost in (
         ("(a) stale", stale.user_embeddings, stale.item_embeddings, "0"),
         ("(b) (a) + online updates", online_users, online_items, f"{update.mean_ms:.1f} ms"),
+        (
+            "(b') (a) fine-tuned from its own egos on the same data as (c)",
+            tuned.user_embeddings,
+            tuned.item_embeddings,
+            f"{tuned_s:.0f} s (all updates together)",
+        ),
         (chosen.reference_label, reference.user_embeddings, reference.item_embeddings, retrain),
     ):
         metrics = metrics_on_test(users, items, dataset)
@@ -251,7 +309,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"with the posted interactions (applying the whole log to a fresh service took "
         f"{loaded:.2f} s, bundle load included)."
     )
-    table = markdown_table(["model", "test R@20", "test N@20", "cost per update"], rows)
+    notes += (
+        f" (b') is `python -m training student --warm-start (a)` on (c)'s data, KD off, "
+        f"{', '.join(FINETUNE_SCHEDULE)}: best validation epoch "
+        f"{tuned.metrics['best_epoch']}; served by `POST /admin/reload` of its bundle."
+    )
+    table = markdown_table(["model", "test R@20", "test N@20", "cost"], rows)
     text = write_report(
         out,
         f"Table 7 replay on {dataset.name}: online updates vs retraining ({args.protocol})",
