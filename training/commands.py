@@ -103,17 +103,15 @@ def student_command(args: argparse.Namespace) -> int:
 
 def evaluate_command(args: argparse.Namespace) -> int:
     from bundle import BundleError, read_bundle
-    from training.config import REPO_ROOT, from_dict, resolve_path
-    from training.data import load_dataset
+    from training.config import REPO_ROOT, from_dict, resolve_paths
     from training.export import evaluate_bundle
-    from training.pipeline import NDCG_LABEL
+    from training.pipeline import NDCG_LABEL, load_data
 
     try:
-        saved = from_dict(read_bundle(args.bundle).config)
+        saved = resolve_paths(from_dict(read_bundle(args.bundle).config), REPO_ROOT)
     except BundleError as exc:
         raise ValueError(f"cannot evaluate {args.bundle}: {exc}") from exc
-    data_path = args.data or Path(resolve_path(saved.data.path, REPO_ROOT, shared_env=True))
-    dataset = load_dataset(data_path, saved.data.format)
+    dataset = load_data(saved, args.data)
     bundle, metrics = evaluate_bundle(args.bundle, dataset, saved.eval)
     sys.stdout.write(
         f"bundle {bundle.model_version} on {dataset.name}; {NDCG_LABEL[saved.eval.ndcg]}\n"

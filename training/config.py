@@ -31,11 +31,17 @@ SHARED_PREFIX = ("..", "shared", "datasets")
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the dataset is and how its item features are prepared for the teacher."""
+    """Where the dataset is and how its item features are prepared for the teacher.
+
+    ``interactions``: a JSON-lines file of ``{"user_id", "item_id"}`` pairs (the service's
+    ``python -m service.export_log``) added to the training split (see
+    :mod:`training.data.extra`); None: the dataset as it is.
+    """
 
     path: str = "../shared/datasets/tiktok"
     format: str | None = None
     standardize_features: bool = True
+    interactions: str | None = None
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,12 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-PATH_FIELDS = (("data", "path"), ("run", "runs_dir"), ("run", "models_dir"))
+PATH_FIELDS = (
+    ("data", "path"),
+    ("data", "interactions"),
+    ("run", "runs_dir"),
+    ("run", "models_dir"),
+)
 
 
 def repo_root_of(path: Path) -> Path:
@@ -267,11 +278,14 @@ def resolve_path(value: str, base: Path, *, shared_env: bool) -> str:
     return os.path.abspath(base / path)  # normalised, symlinks kept: ../shared may be a link
 
 
-def _with_paths(config: Config, base: Path, only: set[tuple[str, str]] | None = None) -> Config:
+def resolve_paths(config: Config, base: Path, only: set[tuple[str, str]] | None = None) -> Config:
+    """``config`` with its path fields (``only`` those, if given) made absolute against ``base``."""
     for section, key in PATH_FIELDS:
         if only is not None and (section, key) not in only:
             continue
         part = getattr(config, section)
+        if getattr(part, key) is None:
+            continue
         value = resolve_path(getattr(part, key), base, shared_env=section == "data")
         config = dataclasses.replace(config, **{section: dataclasses.replace(part, **{key: value})})
     return config
@@ -291,7 +305,7 @@ def apply_overrides(config: Config, overrides: Sequence[str], cwd: Path | None =
         touched.add((section, key))
     updated = from_dict(raw)
     touched_paths = touched & set(PATH_FIELDS)
-    return _with_paths(updated, cwd or Path.cwd(), touched_paths) if touched_paths else updated
+    return resolve_paths(updated, cwd or Path.cwd(), touched_paths) if touched_paths else updated
 
 
 def load_config(path: Path, overrides: Sequence[str] = ()) -> Config:
@@ -302,7 +316,7 @@ def load_config(path: Path, overrides: Sequence[str] = ()) -> Config:
         raise ValueError(f"config file {path} does not exist") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"config file {path} is not valid TOML: {exc}") from exc
-    config = _with_paths(from_dict(raw), repo_root_of(path))
+    config = resolve_paths(from_dict(raw), repo_root_of(path))
     return apply_overrides(config, overrides)
 
 
@@ -318,6 +332,8 @@ def to_dict(config: Config, root: Path = REPO_ROOT) -> dict[str, dict[str, Any]]
     """JSON-ready resolved config; paths beside ``root`` are written relative to it."""
     nested = to_nested(config)
     for section, key in PATH_FIELDS:
+        if nested[section][key] is None:
+            continue
         value = Path(nested[section][key])
         if value.is_relative_to(root.parent):
             nested[section][key] = os.path.relpath(value, root)

@@ -25,6 +25,7 @@ from training.context import (
     seed_everything,
 )
 from training.data import Dataset, load_dataset
+from training.data.extra import read_interactions, with_interactions
 from training.export import export_student
 from training.runs import STUDENT_CKPT, TEACHER_CKPT, RunDir
 from training.stage1 import TeacherBundle, build_teacher, train_teacher, validate_teacher
@@ -49,8 +50,15 @@ class PipelineResult:
     bundle_dir: Path | None = None
 
 
-def load_data(config: Config) -> Dataset:
-    return load_dataset(Path(config.data.path), config.data.format)
+def load_data(config: Config, path: Path | None = None) -> Dataset:
+    """The configured dataset (from ``path`` instead of ``data.path`` when given), with the
+    ``data.interactions`` file added to its training split."""
+    dataset = load_dataset(path or Path(config.data.path), config.data.format)
+    if config.data.interactions is not None:
+        pairs = read_interactions(Path(config.data.interactions))
+        dataset = with_interactions(dataset, pairs)
+        logger.info("added %d interactions from %s", len(pairs), config.data.interactions)
+    return dataset
 
 
 def save_teacher(bundle: TeacherBundle, config: Config, path: Path) -> None:
