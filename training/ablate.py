@@ -28,14 +28,16 @@ from training.stage1 import TeacherBundle
 logger = logging.getLogger(__name__)
 
 NO_KD = ("kd.pair_weight=0", "kd.list_weight=0", "kd.emb_weight=0")
+ALONE = ("stage1.enabled=false", "student.init_from_teacher=false", *NO_KD)
+"""A baseline trained alone: no teacher to distil from or to start from."""
 VARIANTS: dict[str, tuple[str, ...]] = {
     "PromptMM": (),
     "w/o-Prompt": ("prompt.rate=0",),
     "w/o-PairKD": ("kd.pair_weight=0",),
     "w/o-ListKD": ("kd.list_weight=0",),
     "w/o-disentangle": ("kd.disentangle=false",),
-    "LightGCN alone": ("stage1.enabled=false", *NO_KD),
-    "MF-BPR": ("stage1.enabled=false", "student.n_layers=0", *NO_KD),
+    "LightGCN alone": ALONE,
+    "MF-BPR": (*ALONE, "student.n_layers=0"),
 }
 TEACHER_ROW = "Teacher"
 COLUMNS = ("recall@20", "ndcg@20", "recall@50", "ndcg@50")

@@ -53,3 +53,22 @@ def test_unknown_variant_is_refused(synthetic_dataset: Path) -> None:
     )
     with pytest.raises(ValueError, match="unknown ablation variant"):
         run_ablation(config, seeds=1, variants=["w/o-Everything"])
+
+
+def test_baselines_train_alone_when_the_student_starts_from_the_teacher(
+    synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    config = load_config(
+        REPO_ROOT / "configs" / "synthetic.toml",
+        [
+            f"data.path={json.dumps(str(synthetic_dataset))}",
+            f"run.runs_dir={json.dumps(str(tmp_path / 'runs'))}",
+            "run.device='cpu'",
+            "run.progress=false",
+            "stage1.max_epochs=1",
+            "stage2.max_epochs=1",
+            "student.init_from_teacher=true",
+        ],
+    )
+    table = run_ablation(config, seeds=1, variants=["PromptMM", "LightGCN alone", "MF-BPR"])
+    assert "| LightGCN alone |" in table and "| MF-BPR |" in table
