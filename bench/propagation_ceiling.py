@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from bench.common import (
+    REPO_ROOT,
     RESULTS_DIR,
     ensure_tiktok_bundle,
     markdown_table,
@@ -97,8 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_same_ids(bundle, dataset)
     notes = (
         f"Bundle `{bundle.model_version}` (trained on the training split), dataset "
-        f"`{args.data}`. Test Recall@20 / NDCG@20, training and validation items masked; the "
-        "egos are the bundle's, only the graph grows by the validation interactions."
+        f"`{os.path.relpath(args.data, REPO_ROOT)}`. Test Recall@20 / NDCG@20, training and "
+        "validation items masked; the egos are the bundle's, only the graph grows by the "
+        "validation interactions."
     )
     text = write_report(
         args.out,

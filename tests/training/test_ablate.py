@@ -8,23 +8,29 @@ from pathlib import Path
 import pytest
 
 from training.ablate import TEACHER_ROW, VARIANTS, format_table, run_ablation
-from training.config import REPO_ROOT, load_config
+from training.config import REPO_ROOT, Config, load_config
+
+
+def one_epoch_config(data: Path, out: Path, *extra: str) -> Config:
+    """The synthetic config, one epoch per stage, runs under ``out``."""
+    return load_config(
+        REPO_ROOT / "configs" / "synthetic.toml",
+        [
+            f"data.path={json.dumps(str(data))}",
+            f"run.runs_dir={json.dumps(str(out / 'runs'))}",
+            "run.device='cpu'",
+            "run.progress=false",
+            "stage1.max_epochs=1",
+            "stage2.max_epochs=1",
+            *extra,
+        ],
+    )
 
 
 def test_every_variant_gets_a_row_with_the_protocol(
     synthetic_dataset: Path, tmp_path: Path
 ) -> None:
-    config = load_config(
-        REPO_ROOT / "configs" / "synthetic.toml",
-        [
-            f"data.path={json.dumps(str(synthetic_dataset))}",
-            f"run.runs_dir={json.dumps(str(tmp_path / 'runs'))}",
-            "run.device='cpu'",
-            "run.progress=false",
-            "stage1.max_epochs=1",
-            "stage2.max_epochs=1",
-        ],
-    )
+    config = one_epoch_config(synthetic_dataset, tmp_path)
     table = run_ablation(config, seeds=1)
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
     names = [row.split("|")[1].strip() for row in rows[1:]]
@@ -58,17 +64,6 @@ def test_unknown_variant_is_refused(synthetic_dataset: Path) -> None:
 def test_baselines_train_alone_when_the_student_starts_from_the_teacher(
     synthetic_dataset: Path, tmp_path: Path
 ) -> None:
-    config = load_config(
-        REPO_ROOT / "configs" / "synthetic.toml",
-        [
-            f"data.path={json.dumps(str(synthetic_dataset))}",
-            f"run.runs_dir={json.dumps(str(tmp_path / 'runs'))}",
-            "run.device='cpu'",
-            "run.progress=false",
-            "stage1.max_epochs=1",
-            "stage2.max_epochs=1",
-            "student.init_from_teacher=true",
-        ],
-    )
+    config = one_epoch_config(synthetic_dataset, tmp_path, "student.init_from_teacher=true")
     table = run_ablation(config, seeds=1, variants=["PromptMM", "LightGCN alone", "MF-BPR"])
     assert "| LightGCN alone |" in table and "| MF-BPR |" in table
