@@ -44,9 +44,15 @@ def torch_env() -> dict[str, str]:
     return {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
 
 
-def train(config: Path, overrides: Sequence[str] = ()) -> None:
-    """Run ``python -m training run CONFIG --set ...`` (the real CLI); raise if it fails."""
-    command = [sys.executable, "-m", "training", "run", str(config)]
+def train(
+    config: Path,
+    overrides: Sequence[str] = (),
+    *,
+    stage: str = "run",
+    options: Sequence[str] = (),
+) -> None:
+    """Run ``python -m training STAGE CONFIG OPTIONS --set ...``; raise if it fails."""
+    command = [sys.executable, "-m", "training", stage, str(config), *options]
     for override in overrides:
         command += ["--set", override]
     logger.info("training: %s", shlex.join(command))

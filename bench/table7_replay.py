@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -40,7 +38,6 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import (
-    REPO_ROOT,
     RESULTS_DIR,
     TIKTOK_CONFIG,
     LatencyStats,
@@ -48,7 +45,6 @@ from bench.common import (
     markdown_table,
     setup_logging,
     shared_datasets,
-    torch_env,
     train,
     write_report,
 )
@@ -172,16 +168,7 @@ FINETUNE_SCHEDULE = (
 def finetune(stale: Path, data: Path, workdir: Path) -> tuple[Path, float]:
     """Warm-start (a)'s student on ``data`` (KD off: the teacher is not exported); wall time."""
     models = workdir / "finetuned"
-    command = [
-        sys.executable,
-        "-m",
-        "training",
-        "student",
-        str(TIKTOK_CONFIG),
-        "--warm-start",
-        str(stale),
-    ]
-    for override in (
+    overrides = [
         f"data.path={data}",
         f"run.models_dir={models}",
         f"run.runs_dir={workdir / 'runs'}",
@@ -190,10 +177,9 @@ def finetune(stale: Path, data: Path, workdir: Path) -> tuple[Path, float]:
         "kd.list_weight=0",
         "kd.emb_weight=0",
         *FINETUNE_SCHEDULE,
-    ):
-        command += ["--set", override]
+    ]
     started = time.perf_counter()
-    subprocess.run(command, cwd=REPO_ROOT, env=torch_env(), check=True)
+    train(TIKTOK_CONFIG, overrides, stage="student", options=["--warm-start", str(stale)])
     return models / data.name, time.perf_counter() - started
 
 
