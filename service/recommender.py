@@ -89,6 +89,27 @@ class _UserState:
     """The user's bundle row when ``vector`` is that row's exported vector, unchanged."""
 
 
+def _with_overlaid(
+    scores: np.ndarray,
+    items: np.ndarray,
+    overlaid: np.ndarray,
+    overlaid_scores: np.ndarray,
+    exclude: np.ndarray,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A top-``k`` (``scores``, ``items``) that left ``overlaid`` out, with those merged in.
+
+    ``overlaid`` (sorted) are scored exactly by ``overlaid_scores``; those in ``exclude``
+    (sorted) stay out. Only their own top ``k`` (ties at the cut included) can enter.
+    """
+    allowed = ~is_member(overlaid, exclude)
+    extra, extra_items = overlaid_scores[allowed], overlaid[allowed]
+    if extra.size > k:
+        best = extra >= np.partition(extra, extra.size - k)[extra.size - k]
+        extra, extra_items = extra[best], extra_items[best]
+    return merge_top_k(scores, items, extra, extra_items, k, MISSING_ITEM)
+
+
 def _read_only(array: np.ndarray) -> np.ndarray:
     array = np.ascontiguousarray(array).copy()
     array.flags.writeable = False
@@ -226,12 +247,9 @@ class Recommender:
                 k = queries[row].k
                 scores, items = found.scores[position, :k], found.items[position, :k]
                 if overlay_items.size:
-                    allowed = ~np.isin(overlay_items, states[row].exclude)
-                    extra = overlay_vectors[allowed].astype(np.float64) @ vectors[row].astype(
-                        np.float64
-                    )
-                    scores, items = merge_top_k(
-                        scores, items, extra, overlay_items[allowed], k, MISSING_ITEM
+                    extra = overlay_vectors.astype(np.float64) @ vectors[row].astype(np.float64)
+                    scores, items = _with_overlaid(
+                        scores, items, overlay_items, extra, states[row].exclude, k
                     )
                 results[row] = self._named(items, scores)
         answers = []
@@ -277,11 +295,13 @@ class Recommender:
     def item_vectors(self) -> np.ndarray:
         """The item vectors served now: the bundle's, with the overlay's rows swapped in."""
         self._sync_items()
-        if self._overlay is None:
-            return self._items.copy()
-        snapshot = self._overlay.snapshot
+        return self._served_vectors(None if self._overlay is None else self._overlay.snapshot)
+
+    def _served_vectors(self, snapshot: OverlaySnapshot | None) -> np.ndarray:
+        """A copy of the bundle's item vectors with ``snapshot``'s overlaid rows swapped in."""
         served = self._items.copy()
-        served[snapshot.items] = snapshot.vectors
+        if snapshot is not None:
+            served[snapshot.items] = snapshot.vectors
         return served
 
     def _from_toplist(
@@ -307,14 +327,8 @@ class Recommender:
             return None
         scores, items = found
         if snapshot is not None and hidden.size:
-            allowed = ~is_member(hidden, state.exclude)
-            extra = self._overlay_scores(snapshot, state.vector)[allowed]
-            extra_items = hidden[allowed]
-            if extra.size > query.k:
-                kth = np.partition(extra, extra.size - query.k)[extra.size - query.k]
-                best = extra >= kth
-                extra, extra_items = extra[best], extra_items[best]
-            scores, items = merge_top_k(scores, items, extra, extra_items, query.k, MISSING_ITEM)
+            extra = self._overlay_scores(snapshot, state.vector)
+            scores, items = _with_overlaid(scores, items, hidden, extra, state.exclude, query.k)
         return self._named(items, scores)
 
     def _overlay_scores(self, snapshot: OverlaySnapshot, vector: np.ndarray) -> np.ndarray:
@@ -349,8 +363,7 @@ class Recommender:
             with self._compact_lock:
                 index, step = self._served
                 if self._due_for_compaction(int((snapshot.changed > step).sum())):
-                    served = self._items.copy()
-                    served[snapshot.items] = snapshot.vectors
+                    served = self._served_vectors(snapshot)
                     index = build_index(served, self.index.kind, self._settings)
                     step = snapshot.step
                     self._served = (index, step)
