@@ -16,8 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import ServiceProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -57,6 +61,22 @@ def train(
         command += ["--set", override]
     logger.info("training: %s", shlex.join(command))
     subprocess.run(command, cwd=REPO_ROOT, env=torch_env(), check=True)
+
+
+def bench_service(bundle: Path, store: Path, log: Path, workers: int = 1) -> ServiceProcess:
+    """The service (the container's command) on ``bundle`` with a fresh SQLite ``store``.
+
+    Warnings-only logs to ``log``, no access log, ``workers`` uvicorn workers; not started.
+    """
+    from tests.integration.conftest import ServiceProcess
+
+    env = {
+        "PROMPTMM_BUNDLE_PATH": str(bundle.resolve()),
+        "PROMPTMM_STORE_PATH": str(store),
+        "PROMPTMM_LOG_LEVEL": "WARNING",
+    }
+    extra = ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+    return ServiceProcess(env, log, extra_args=extra)
 
 
 def ensure_tiktok_bundle(bundle: Path | None) -> Path:

@@ -28,6 +28,7 @@ from pathlib import Path
 from bench.common import (
     RESULTS_DIR,
     LatencyStats,
+    bench_service,
     ensure_tiktok_bundle,
     markdown_table,
     setup_logging,
@@ -35,7 +36,7 @@ from bench.common import (
 )
 from bench.loadgen import RequestSpec, run_async, run_phase
 from bundle import read_bundle
-from tests.integration.conftest import API_KEY, ServiceProcess
+from tests.integration.conftest import API_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -147,14 +148,8 @@ def bench_workers(bundle: Path, workers: int, load: Load, seed: int) -> list[Lat
     loaded = read_bundle(bundle)
     makers = request_makers(loaded.user_ids, loaded.item_ids, seed)
     with tempfile.TemporaryDirectory(prefix="promptmm-load-") as tmp:
-        env = {
-            "PROMPTMM_BUNDLE_PATH": str(bundle.resolve()),
-            "PROMPTMM_STORE_PATH": str(Path(tmp) / "store.sqlite3"),
-            "PROMPTMM_LOG_LEVEL": "WARNING",
-        }
-        extra = ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
-        service = ServiceProcess(env, Path(tmp) / "service.log", extra_args=extra)
-        with service:
+        store, log = Path(tmp) / "store.sqlite3", Path(tmp) / "service.log"
+        with bench_service(bundle, store, log, workers) as service:
             logger.info("service up on port %d with %d worker(s)", service.port, workers)
             return run_async(measure(service.port, load, makers))
 

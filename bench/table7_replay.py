@@ -41,6 +41,7 @@ from bench.common import (
     RESULTS_DIR,
     TIKTOK_CONFIG,
     LatencyStats,
+    bench_service,
     ensure_tiktok_bundle,
     markdown_table,
     setup_logging,
@@ -61,7 +62,6 @@ from bundle import Bundle, read_bundle
 from service.config import load_settings
 from service.recommender import Recommender
 from service.store import SQLiteStore
-from tests.integration.conftest import ServiceProcess
 from training.data import Dataset, load_dataset
 
 logger = logging.getLogger(__name__)
@@ -69,15 +69,10 @@ logger = logging.getLogger(__name__)
 
 def replay(bundle_path: Path, pairs: list[tuple[str, str]], workdir: Path) -> LatencyStats:
     """Post every pair through ``/interactions`` (one request each); return their latencies."""
-    env = {
-        "PROMPTMM_BUNDLE_PATH": str(bundle_path.resolve()),
-        "PROMPTMM_STORE_PATH": str(workdir / "replay.sqlite3"),
-        "PROMPTMM_LOG_LEVEL": "WARNING",
-    }
-    extra = ["--log-level", "warning", "--no-access-log"]
     latencies: list[float] = []
     errors = 0
-    with ServiceProcess(env, workdir / "service.log", extra_args=extra) as service:
+    service = bench_service(bundle_path, workdir / "replay.sqlite3", workdir / "service.log")
+    with service:
         started = time.perf_counter()
         with service.client() as client:
             for user_id, item_id in pairs:

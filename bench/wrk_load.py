@@ -41,13 +41,14 @@ import httpx
 from bench.common import (
     RESULTS_DIR,
     LatencyStats,
+    bench_service,
     ensure_tiktok_bundle,
     markdown_table,
     setup_logging,
     write_report,
 )
 from bundle import read_bundle
-from tests.integration.conftest import API_KEY, ServiceProcess
+from tests.integration.conftest import API_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ def post_one_each(url: str, users: Sequence[str], items: Sequence[str], seed: in
 
 def run(
     bundle: Path, connections: int, seconds: float, rounds: int, seed: int
-) -> list[LatencyStats]:
+) -> list[list[LatencyStats]]:
+    """The phases before and after ``POSTERS`` users posted one interaction each."""
     loaded = read_bundle(bundle)
     rng = random.Random(seed)
     posters = rng.sample(loaded.user_ids, min(POSTERS, loaded.n_users // 2))
@@ -131,13 +133,7 @@ def run(
         files = {name: Path(tmp) / f"{name}.txt" for name in ("all", "quiet", "posted")}
         for name, users in (("all", loaded.user_ids), ("quiet", quiet), ("posted", posters)):
             files[name].write_text("\n".join(users) + "\n")
-        env = {
-            "PROMPTMM_BUNDLE_PATH": str(bundle.resolve()),
-            "PROMPTMM_STORE_PATH": str(Path(tmp) / "store.sqlite3"),
-            "PROMPTMM_LOG_LEVEL": "WARNING",
-        }
-        extra = ["--workers", "1", "--log-level", "warning", "--no-access-log"]
-        service = ServiceProcess(env, Path(tmp) / "service.log", extra_args=extra)
+        service = bench_service(bundle, Path(tmp) / "store.sqlite3", Path(tmp) / "service.log")
         os.sched_setaffinity(0, {SERVER_CPU})
         try:
             service.start()
