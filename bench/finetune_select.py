@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import RESULTS_DIR, markdown_table, setup_logging, shared_datasets, write_report
-from bench.replay_data import check_same_ids, holdout_pairs, metrics_on_test
+from bench.replay_data import holdout_pairs, metrics_on_test
 from bundle import Bundle, fold_in_user, read_bundle
 from service.finetune import finetune_user, mean_fold_in, mean_square
 from training.data import Dataset, load_dataset
+from training.export import check_same_ids
 
 logger = logging.getLogger(__name__)
 Update = Callable[[int | None, np.ndarray, int], np.ndarray]

@@ -39,9 +39,10 @@ from bench.common import (
     shared_datasets,
     write_report,
 )
-from bench.replay_data import check_same_ids, metrics_on_test
+from bench.replay_data import metrics_on_test
 from bundle import Bundle, read_bundle
 from training.data import Dataset, load_dataset
+from training.export import check_same_ids
 from training.graph import normalized_adjacency, propagate
 
 logger = logging.getLogger(__name__)

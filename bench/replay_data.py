@@ -9,7 +9,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from bundle import Bundle
 from training.data import Dataset
 from training.evaluate import evaluate
 
@@ -98,16 +97,6 @@ def metrics_on_test(
         ks=(20,),
     )
     return {key: float(metrics[key]) for key in ("recall@20", "ndcg@20", "users")}
-
-
-def check_same_ids(bundle: Bundle, dataset: Dataset) -> None:
-    """The bundle must index users and items exactly as the dataset does."""
-    if bundle.user_ids != dataset.user_ids or bundle.item_ids != dataset.item_ids:
-        raise ValueError(
-            f"bundle {bundle.model_version} ({bundle.n_users} users, {bundle.n_items} items) "
-            f"does not index the ids of dataset {dataset.name} ({dataset.n_users} users, "
-            f"{dataset.n_items} items) the same way; pass a bundle trained on this dataset"
-        )
 
 
 def validation_pairs(dataset: Dataset) -> list[tuple[int, int]]:

@@ -50,7 +50,6 @@ from bench.common import (
     write_report,
 )
 from bench.replay_data import (
-    check_same_ids,
     external,
     holdout_pairs,
     metrics_on_test,
@@ -63,6 +62,7 @@ from service.config import load_settings
 from service.recommender import Recommender
 from service.store import SQLiteStore
 from training.data import Dataset, load_dataset
+from training.export import check_same_ids
 
 logger = logging.getLogger(__name__)
 

@@ -81,9 +81,16 @@ def check_matches(bundle: Bundle, dataset: Dataset) -> None:
             f"but {dataset.name!r} has fingerprint {dataset.fingerprint}; "
             "evaluate it on the dataset it was exported from"
         )
+    check_same_ids(bundle, dataset)
+
+
+def check_same_ids(bundle: Bundle, dataset: Dataset) -> None:
+    """Raise ValueError unless ``bundle`` indexes users and items exactly as ``dataset`` does."""
     if bundle.user_ids != list(dataset.user_ids) or bundle.item_ids != list(dataset.item_ids):
         raise ValueError(
-            f"bundle {bundle.model_version}: its user/item ids differ from {dataset.name!r}'s"
+            f"bundle {bundle.model_version}: its user/item ids ({bundle.n_users} x "
+            f"{bundle.n_items}) differ from {dataset.name!r}'s ({dataset.n_users} x "
+            f"{dataset.n_items})"
         )
 
 

@@ -26,7 +26,7 @@ from training.context import (
 )
 from training.data import Dataset, load_dataset
 from training.data.extra import read_interactions, with_interactions
-from training.export import export_student
+from training.export import check_same_ids, export_student
 from training.runs import STUDENT_CKPT, TEACHER_CKPT, RunDir
 from training.stage1 import TeacherBundle, build_teacher, train_teacher, validate_teacher
 from training.stage2 import StudentResult, train_student
@@ -119,12 +119,7 @@ def warm_start_tables(
             f"cannot warm-start from {bundle.model_version}: it has no propagation.npz "
             "(exported before bundles carried the student's egos); train from scratch"
         )
-    if bundle.user_ids != list(dataset.user_ids) or bundle.item_ids != list(dataset.item_ids):
-        raise ValueError(
-            f"cannot warm-start from {bundle.model_version}: its user/item ids "
-            f"({bundle.n_users} x {bundle.n_items}) differ from {dataset.name!r}'s "
-            f"({dataset.n_users} x {dataset.n_items})"
-        )
+    check_same_ids(bundle, dataset)
     if bundle.dim != config.student.dim:
         raise ValueError(
             f"cannot warm-start from {bundle.model_version}: dim {bundle.dim}, but "
