@@ -1,4 +1,7 @@
-"""Fixtures shared by every test package: the shared datasets, a synthetic one, a real Redis."""
+"""Fixtures shared by every test package: the shared datasets, a synthetic one, a real Redis.
+
+redis is imported inside its fixtures: the training tests also run where only torch's stack is
+installed (the GPU machine, `bench/device_run.sh`)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 SHARED_DATASETS_ENV = "PROMPTMM_SHARED_DATASETS"
 
@@ -48,6 +50,8 @@ DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """The test Redis: env PROMPTMM_TEST_REDIS_URL, else database 15 on localhost."""
+    import redis
+
     url = os.environ.get("PROMPTMM_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
     client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
     try:
@@ -65,6 +69,8 @@ def redis_url() -> str:
 @pytest.fixture
 def redis_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix no other test uses; every key under it is deleted afterwards."""
+    import redis
+
     prefix = f"promptmm-test-{uuid.uuid4().hex}"
     yield prefix
     client = redis.Redis.from_url(redis_url)

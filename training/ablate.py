@@ -44,7 +44,8 @@ COLUMNS = ("recall@20", "ndcg@20", "recall@50", "ndcg@50")
 TEACHER_SECTIONS = ("data", "teacher", "prompt", "stage1", "run")
 
 
-def _teacher_key(config: Config) -> str:
+def teacher_key(config: Config) -> str:
+    """What a trained teacher depends on: configs with equal keys can share one teacher."""
     resolved = to_dict(config)
     return json.dumps({name: resolved[name] for name in TEACHER_SECTIONS}, sort_keys=True)
 
@@ -78,7 +79,7 @@ def run_ablation(config: Config, seeds: int = 3, variants: Sequence[str] | None 
             ctx = build_context(dataset, cfg)
             teacher = None
             if cfg.stage1.enabled:
-                key = _teacher_key(cfg)
+                key = teacher_key(cfg)
                 if key not in teachers:
                     teachers[key] = teacher_stage(ctx, cfg, None)
                 teacher = copy.deepcopy(teachers[key][0])

@@ -81,9 +81,11 @@ def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
 def csr_tensor(
     crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, size: tuple[int, int]
 ) -> torch.Tensor:
-    """A float32 sparse CSR tensor (torch's "beta" notice silenced; invariants unchecked)."""
+    """A float32 sparse CSR tensor (torch's "beta" notice silenced; invariants unchecked, which
+    torch 2.11 also announces in a warning)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        warnings.filterwarnings("ignore", message=".*Sparse invariant checks are implicitly.*")
         return torch.sparse_csr_tensor(
             crow, col, val, size=size, dtype=torch.float32, check_invariants=False
         )
