@@ -12,7 +12,7 @@ import platform
 import shlex
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,10 +63,17 @@ def train(
     subprocess.run(command, cwd=REPO_ROOT, env=torch_env(), check=True)
 
 
-def bench_service(bundle: Path, store: Path, log: Path, workers: int = 1) -> ServiceProcess:
+def bench_service(
+    bundle: Path,
+    store: Path,
+    log: Path,
+    workers: int = 1,
+    settings: Mapping[str, str] | None = None,
+) -> ServiceProcess:
     """The service (the container's command) on ``bundle`` with a fresh SQLite ``store``.
 
-    Warnings-only logs to ``log``, no access log, ``workers`` uvicorn workers; not started.
+    Warnings-only logs to ``log``, no access log, ``workers`` uvicorn workers, ``settings``
+    as extra environment (``PROMPTMM_*``); not started.
     """
     from tests.integration.conftest import ServiceProcess
 
@@ -74,6 +81,7 @@ def bench_service(bundle: Path, store: Path, log: Path, workers: int = 1) -> Ser
         "PROMPTMM_BUNDLE_PATH": str(bundle.resolve()),
         "PROMPTMM_STORE_PATH": str(store),
         "PROMPTMM_LOG_LEVEL": "WARNING",
+        **(settings or {}),
     }
     extra = ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
     return ServiceProcess(env, log, extra_args=extra)
@@ -167,3 +175,15 @@ def write_report(path: Path, title: str, sections: Sequence[str]) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return text
+
+
+def response_cache_counts(url: str) -> tuple[int, int]:
+    """(hits, misses) of the service's response cache, read from its ``/metrics``."""
+    import httpx
+
+    counts = {"hit": 0, "miss": 0}
+    for line in httpx.get(f"{url}/metrics", timeout=10.0).text.splitlines():
+        for result in counts:
+            if line.startswith(f'promptmm_response_cache_total{{result="{result}"}}'):
+                counts[result] = int(float(line.split()[-1]))
+    return counts["hit"], counts["miss"]

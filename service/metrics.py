@@ -7,6 +7,8 @@
 - ``promptmm_index_items``: items in the served index.
 - ``promptmm_interactions_accepted_total``: item ids durably recorded.
 - ``promptmm_fallback_total``: recommendations answered with the popularity fallback.
+- ``promptmm_response_cache_total{result}``: ``/recommend`` answers found in the response cache
+  (``hit``) or computed (``miss``; not counted when the cache is off).
 """
 
 from __future__ import annotations
@@ -65,6 +67,15 @@ class Metrics:
             "Recommendations answered with the popularity fallback.",
             registry=self.registry,
         )
+
+        response_cache = Counter(
+            "promptmm_response_cache",
+            "/recommend answers served from the response cache (hit) or computed (miss).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.cache_hits = response_cache.labels("hit")
+        self.cache_misses = response_cache.labels("miss")
 
     def observe_finetune(self, seconds: float) -> None:
         self.finetune_duration.observe(seconds)

@@ -23,6 +23,9 @@ Items move too when the bundle has layers (``PROMPTMM_FOLD_ITEMS``): every reque
 the interactions appended since the last one (:meth:`~service.store.base.Store.events_since`) to
 an :class:`~service.overlay.ItemOverlay`, whose re-propagated items are scored exactly beside the
 index until they are rebuilt into a new one (the bundle's index itself is never modified).
+
+The log revision read by :meth:`Recommender.refresh` also tags :attr:`Recommender.responses`, the
+cache of rendered answers (:mod:`service.response_cache`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -50,6 +53,7 @@ from service.finetune import (
 )
 from service.index import MISSING_ITEM, ItemIndex, build_index, is_member
 from service.overlay import ItemOverlay, OverlaySnapshot, merge_top_k
+from service.response_cache import ResponseCache
 from service.store.base import Event, Store
 from service.toplists import TopLists
 
@@ -175,11 +179,18 @@ class Recommender:
             else None
         )
         self._overlay64: tuple[int, np.ndarray] = (-1, np.empty((0, bundle.dim)))
+        self.responses: ResponseCache[Any] | None = (
+            ResponseCache(settings.response_cache_size)
+            if settings.response_cache_size and self.finetune_method != "bpr"
+            else None
+        )
+        """Rendered answers of the current log revision (None: off, or ``bpr``, whose
+        stored vectors change after the interaction that causes them is logged)."""
         self._no_pending = (
             _read_only(np.empty(0, dtype=np.int64)),
             _read_only(np.empty((0, bundle.dim), dtype=np.float32)),
         )
-        self._sync_items()
+        self.refresh()
 
     @classmethod
     def load(
@@ -222,7 +233,7 @@ class Recommender:
         search and scored exactly, then merged in. A bundle user with the bundle's vector is
         answered from the precomputed lists (:class:`TopLists`) when they hold enough items.
         """
-        self._sync_items()
+        self.refresh()
         snapshot = None if self._overlay is None else self._overlay.snapshot
         index, overlay_items, overlay_vectors = self._search_state(snapshot)
         states = [self._user_state(query.user_id, query.exclude_seen) for query in queries]
@@ -294,7 +305,7 @@ class Recommender:
 
     def item_vectors(self) -> np.ndarray:
         """The item vectors served now: the bundle's, with the overlay's rows swapped in."""
-        self._sync_items()
+        self.refresh()
         return self._served_vectors(None if self._overlay is None else self._overlay.snapshot)
 
     def _served_vectors(self, snapshot: OverlaySnapshot | None) -> np.ndarray:
@@ -376,13 +387,12 @@ class Recommender:
         waited = time.monotonic() - self._compacted_at
         return pending > COMPACT_AFTER or (pending > 0 and waited >= COMPACT_EVERY_S)
 
-    def _sync_items(self) -> None:
-        """Apply the interactions appended since the last look to the item overlay."""
-        if self._overlay is None:
-            return
+    def refresh(self) -> int:
+        """Apply the interactions appended since the last look to the item overlay (if
+        items move); return the interaction-log revision this recommender has now seen."""
         with self._sync_lock:
             revision, pairs = self._store.events_since(self._revision)
-            if pairs:
+            if pairs and self._overlay is not None:
                 started = time.perf_counter()
                 self._overlay.apply(pairs)
                 logger.debug(
@@ -391,6 +401,7 @@ class Recommender:
                     (time.perf_counter() - started) * 1e3,
                 )
             self._revision = revision
+            return revision
 
     def user_vector(self, user_id: str) -> np.ndarray | None:
         """The vector ``/recommend`` uses for ``user_id`` now (None: an unknown user)."""

@@ -253,7 +253,13 @@ def test_start_is_refused_without_an_api_key(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_openapi_carries_request_and_response_examples(sqlite_client: TestClient) -> None:
-    schemas = sqlite_client.get("/openapi.json").json()["components"]["schemas"]
+    spec = sqlite_client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    recommend_body = spec["paths"]["/recommend"]["post"]["requestBody"]
+    assert recommend_body["required"] is True
+    assert recommend_body["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/RecommendRequest"
+    }
 
     for name in (
         "RecommendRequest",

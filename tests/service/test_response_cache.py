@@ -1,0 +1,149 @@
+"""The response cache: exact answers until the interaction log moves, on every replica."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.main import create_app
+from service.response_cache import ResponseCache
+from tests.service.bundles import AUTH, CONTRACT, contract_settings
+
+
+def test_an_answer_is_kept_for_its_revision_only() -> None:
+    cache: ResponseCache[bytes] = ResponseCache(4)
+
+    assert cache.get("a", 3) is None
+    cache.put("a", 3, b"A")
+    assert cache.get("a", 3) == b"A"
+    assert cache.get("a", 4) is None
+    assert len(cache) == 0
+    cache.put("a", 3, b"old")
+    assert cache.get("a", 4) is None
+
+
+def test_an_older_revision_neither_reads_nor_clears() -> None:
+    cache: ResponseCache[bytes] = ResponseCache(4)
+    cache.get("a", 5)
+    cache.put("a", 5, b"A")
+
+    assert cache.get("a", 4) is None
+    cache.put("b", 4, b"B")
+    assert cache.get("a", 5) == b"A"
+    assert cache.get("b", 5) is None
+
+
+def test_the_least_recently_used_answer_goes_first() -> None:
+    cache: ResponseCache[bytes] = ResponseCache(2)
+    cache.get("a", 0)
+    cache.put("a", 0, b"A")
+    cache.put("b", 0, b"B")
+    assert cache.get("a", 0) == b"A"
+    cache.put("c", 0, b"C")
+
+    assert cache.get("b", 0) is None
+    assert cache.get("a", 0) == b"A"
+    assert cache.get("c", 0) == b"C"
+    assert len(cache) == 2
+
+
+def test_capacity_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="capacity must be >= 1, got 0"):
+        ResponseCache(0)
+
+
+@pytest.fixture(params=CONTRACT)
+def apps(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[TestClient]]:
+    """Three apps on one bundle and one store: two replicas with the cache, one without."""
+    with ExitStack() as stack:
+        clients = [
+            stack.enter_context(
+                TestClient(create_app(contract_settings(request, tmp_path, **overrides)))
+            )
+            for overrides in ({}, {}, {"response_cache_size": 0})
+        ]
+        yield clients
+
+
+def recommend(client: TestClient, user_id: str, k: int = 10) -> dict[str, Any]:
+    response = client.post("/recommend", json={"user_id": user_id, "k": k})
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def cache_count(client: TestClient, result: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(f'promptmm_response_cache_total{{result="{result}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_repeated_request_is_answered_from_the_cache(apps: list[TestClient]) -> None:
+    replica, _, uncached = apps
+
+    first = recommend(replica, "3")
+    second = recommend(replica, "3")
+
+    assert second == first == recommend(uncached, "3")
+    assert (cache_count(replica, "miss"), cache_count(replica, "hit")) == (1.0, 1.0)
+    assert cache_count(uncached, "miss") == cache_count(uncached, "hit") == 0.0
+    assert recommend(replica, "3", k=5) == {**first, "items": first["items"][:5]}
+    assert cache_count(replica, "miss") == 2.0
+
+
+def test_a_write_by_one_user_refreshes_every_replicas_cached_answers(
+    apps: list[TestClient],
+) -> None:
+    writer, reader, uncached = apps
+    for client in (writer, reader):
+        recommend(client, "6")
+    before = {client: recommend(client, "5") for client in (writer, reader)}
+    assert before[writer] == before[reader] == recommend(uncached, "5")
+    top_item = before[writer]["items"][0]["item_id"]
+
+    response = writer.post(
+        "/interactions", json={"user_id": "9", "item_ids": [top_item]}, headers=AUTH
+    )
+    assert response.status_code == 200, response.text
+
+    fresh = recommend(uncached, "5")
+    assert fresh != before[writer]
+    for client in (reader, writer):
+        assert recommend(client, "6") == recommend(uncached, "6")
+        assert recommend(client, "5") == fresh
+
+
+def test_an_unknown_users_cached_fallback_is_still_counted(apps: list[TestClient]) -> None:
+    replica = apps[0]
+
+    for _ in range(2):
+        assert recommend(replica, "nobody")["fallback"] == "popular"
+
+    fallbacks = [
+        line
+        for line in replica.get("/metrics").text.splitlines()
+        if line.startswith("promptmm_fallback_total")
+    ]
+    assert fallbacks == ["promptmm_fallback_total 2.0"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "cached"),
+    [({}, True), ({"response_cache_size": 0}, False), ({"finetune_method": "bpr"}, False)],
+)
+def test_the_cache_is_off_when_sized_zero_or_with_bpr(
+    request: pytest.FixtureRequest, tmp_path: Path, overrides: dict[str, Any], cached: bool
+) -> None:
+    settings = contract_settings(request, tmp_path, ("sqlite", "exact"), **overrides)
+    with TestClient(create_app(settings)) as client:
+        recommend(client, "1")
+        recommend(client, "1")
+
+        assert (client.app.state.recommender.responses is not None) is cached  # type: ignore[attr-defined]
+        assert cache_count(client, "hit") == (1.0 if cached else 0.0)
