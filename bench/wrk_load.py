@@ -122,7 +122,7 @@ def post_one_each(url: str, users: Sequence[str], items: Sequence[str], seed: in
 
 
 def run(
-    bundle: Path, connections: int, seconds: float, rounds: int, seed: int, cache_size: int
+    bundle: Path, connections: int, seconds: float, rounds: int, seed: int, cache_mb: int
 ) -> tuple[list[list[LatencyStats]], tuple[int, int]]:
     """The phases before and after ``POSTERS`` users posted one interaction each, and the
     response cache's (hits, misses) over the whole run."""
@@ -139,7 +139,7 @@ def run(
             bundle,
             Path(tmp) / "store.sqlite3",
             Path(tmp) / "service.log",
-            settings={"PROMPTMM_RESPONSE_CACHE_SIZE": str(cache_size)},
+            settings={"PROMPTMM_RESPONSE_CACHE_MB": str(cache_mb)},
         )
         os.sched_setaffinity(0, {SERVER_CPU})
         try:
@@ -243,10 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--response-cache-size",
+        "--response-cache-mb",
         type=int,
-        default=50_000,
-        help="PROMPTMM_RESPONSE_CACHE_SIZE of the service (0: every answer computed)",
+        default=64,
+        help="PROMPTMM_RESPONSE_CACHE_MB of the service (0: every answer computed)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "service-load-wrk.md")
     args = parser.parse_args(argv)
@@ -261,21 +261,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{sorted(os.sched_getaffinity(0))}"
         )
     bundle = ensure_tiktok_bundle(args.bundle)
-    if args.response_cache_size < 0:
-        parser.error("--response-cache-size must be >= 0")
+    if args.response_cache_mb < 0:
+        parser.error("--response-cache-mb must be >= 0")
     results, (hits, misses) = run(
-        bundle, args.connections, args.seconds, args.rounds, args.seed, args.response_cache_size
+        bundle, args.connections, args.seconds, args.rounds, args.seed, args.response_cache_mb
     )
-    if args.response_cache_size:
+    if args.response_cache_mb:
         cache = (
-            f"Response cache on ({args.response_cache_size:,} answers): {hits:,} hits, "
+            f"Response cache on ({args.response_cache_mb} MB): {hits:,} hits, "
             f"{misses:,} misses over the whole run (warm-ups included): the measured "
             "`/recommend` phases are mostly answers rendered earlier at the same log revision "
             "(the 2,000 posts emptied the cache once). Without it "
-            "(`--response-cache-size 0`) every answer is computed as described next."
+            "(`--response-cache-mb 0`) every answer is computed as described next."
         )
     else:
-        cache = "Response cache off (`--response-cache-size 0`): every answer is computed."
+        cache = "Response cache off (`--response-cache-mb 0`): every answer is computed."
     notes = (
         f"Bundle `{read_bundle(bundle).model_version}`, embedded SQLite store, one uvicorn "
         f"worker pinned to CPU {SERVER_CPU}; wrk (1 thread, {args.connections} keep-alive "

@@ -53,12 +53,12 @@ class Settings(BaseSettings):
             "0 = off): a user who posted nothing is answered without a search."
         ),
     )
-    response_cache_size: int = Field(
-        50_000,
+    response_cache_mb: int = Field(
+        64,
         ge=0,
         description=(
-            "Rendered /recommend answers kept per process (0 = off; ~1 KB each at k=20), "
-            "valid until the next interaction anywhere; not used with finetune_method bpr."
+            "Megabytes of rendered /recommend answers kept per process (0 = off; ~1 KB each "
+            "at k=20), valid until the next interaction anywhere; not used with bpr."
         ),
     )
     hnsw_m: int = Field(32, ge=4, le=256, description="HNSW graph degree.")

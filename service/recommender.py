@@ -37,7 +37,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -179,9 +179,9 @@ class Recommender:
             else None
         )
         self._overlay64: tuple[int, np.ndarray] = (-1, np.empty((0, bundle.dim)))
-        self.responses: ResponseCache[Any] | None = (
-            ResponseCache(settings.response_cache_size)
-            if settings.response_cache_size and self.finetune_method != "bpr"
+        self.responses = (
+            ResponseCache(settings.response_cache_mb * 2**20)
+            if settings.response_cache_mb and self.finetune_method != "bpr"
             else None
         )
         """Rendered answers of the current log revision (None: off, or ``bpr``, whose

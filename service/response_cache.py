@@ -17,26 +17,41 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import NamedTuple
 
-T = TypeVar("T")
+ENTRY_OVERHEAD = 200
+"""Bytes an answer costs beyond its body (key, tuples, dictionary slot), for the bound."""
 
 
-class ResponseCache(Generic[T]):
-    """At most ``capacity`` rendered answers of the newest log revision seen."""
+class Answer(NamedTuple):
+    """One rendered ``/recommend`` answer: the JSON body and whether it is the fallback."""
 
-    def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError(f"response cache capacity must be >= 1, got {capacity}")
-        self.capacity = capacity
+    body: bytes
+    fallback: bool
+
+
+class ResponseCache:
+    """Answers of the newest log revision seen, at most ``max_bytes`` of them (bodies plus
+    :data:`ENTRY_OVERHEAD` each), least recently used evicted first."""
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 1:
+            raise ValueError(f"response cache size must be >= 1 byte, got {max_bytes}")
+        self.max_bytes = max_bytes
+        self._bytes = 0
         self._revision = -1
-        self._entries: OrderedDict[Hashable, T] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[Answer, int]] = OrderedDict()
         self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        """The weight of the answers held now."""
+        return self._bytes
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: Hashable, revision: int) -> T | None:
+    def get(self, key: Hashable, revision: int) -> Answer | None:
         """The answer rendered for ``key`` at ``revision``, or None.
 
         A ``revision`` newer than the cache's empties it first; an older one (a request
@@ -46,19 +61,27 @@ class ResponseCache(Generic[T]):
             if revision != self._revision:
                 if revision > self._revision:
                     self._entries.clear()
+                    self._bytes = 0
                     self._revision = revision
                 return None
-            body = self._entries.get(key)
-            if body is not None:
-                self._entries.move_to_end(key)
-            return body
-
-    def put(self, key: Hashable, revision: int, body: T) -> None:
-        """Keep ``body`` for ``key`` if ``revision`` is still the newest one seen."""
-        with self._lock:
-            if revision != self._revision:
-                return
-            self._entries[key] = body
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
             self._entries.move_to_end(key)
-            if len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+            return entry[0]
+
+    def put(self, key: Hashable, revision: int, answer: Answer) -> None:
+        """Keep ``answer`` for ``key`` if ``revision`` is still the newest one seen (and the
+        answer alone fits)."""
+        weight = len(answer.body) + ENTRY_OVERHEAD
+        with self._lock:
+            if revision != self._revision or weight > self.max_bytes:
+                return
+            previous = self._entries.pop(key, None)
+            if previous is not None:
+                self._bytes -= previous[1]
+            self._entries[key] = (answer, weight)
+            self._bytes += weight
+            while self._bytes > self.max_bytes:
+                _, (_, evicted) = self._entries.popitem(last=False)
+                self._bytes -= evicted

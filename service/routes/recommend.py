@@ -20,7 +20,7 @@ rather than through dependencies, whose resolution cost a measurable share of th
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from service.config import Settings
 from service.metrics import Metrics
 from service.recommender import Recommendation, Recommender, RecommendQuery
+from service.response_cache import Answer
 from service.routes.deps import MetricsDep, RecommenderDep, SettingsDep, check_at_most
 from service.schemas import (
     BatchRecommendRequest,
@@ -46,13 +47,6 @@ router = APIRouter(tags=["recommendations"])
 UNKNOWN_USER: dict[int | str, dict[str, Any]] = {
     404: {"description": 'Unknown user, when the unknown_user setting is "404".'}
 }
-
-
-class Answer(NamedTuple):
-    """One rendered ``/recommend`` answer, as the response cache keeps it."""
-
-    body: bytes
-    fallback: bool
 
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -103,7 +97,7 @@ def _answer(recommender: Recommender, metrics: Metrics, query: RecommendRequest)
         return _render(recommender.recommend(query.user_id, query.k, query.exclude_seen))
     key = (query.user_id, query.k, query.exclude_seen)
     revision = recommender.refresh()
-    cached: Answer | None = cache.get(key, revision)
+    cached = cache.get(key, revision)
     if cached is not None:
         metrics.cache_hits.inc()
         return cached

@@ -11,49 +11,79 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.main import create_app
-from service.response_cache import ResponseCache
+from service.response_cache import ENTRY_OVERHEAD, Answer, ResponseCache
 from tests.service.bundles import AUTH, CONTRACT, contract_settings
 
 
+def answer(body: bytes) -> Answer:
+    return Answer(body, fallback=False)
+
+
+def room_for(n: int, body_bytes: int = 1) -> int:
+    """A cache size holding exactly ``n`` answers of ``body_bytes`` each."""
+    return n * (body_bytes + ENTRY_OVERHEAD)
+
+
 def test_an_answer_is_kept_for_its_revision_only() -> None:
-    cache: ResponseCache[bytes] = ResponseCache(4)
+    cache = ResponseCache(room_for(4))
 
     assert cache.get("a", 3) is None
-    cache.put("a", 3, b"A")
-    assert cache.get("a", 3) == b"A"
+    cache.put("a", 3, answer(b"A"))
+    assert cache.get("a", 3) == answer(b"A")
     assert cache.get("a", 4) is None
     assert len(cache) == 0
-    cache.put("a", 3, b"old")
+    assert cache.nbytes == 0
+    cache.put("a", 3, answer(b"old"))
     assert cache.get("a", 4) is None
 
 
 def test_an_older_revision_neither_reads_nor_clears() -> None:
-    cache: ResponseCache[bytes] = ResponseCache(4)
+    cache = ResponseCache(room_for(4))
     cache.get("a", 5)
-    cache.put("a", 5, b"A")
+    cache.put("a", 5, answer(b"A"))
 
     assert cache.get("a", 4) is None
-    cache.put("b", 4, b"B")
-    assert cache.get("a", 5) == b"A"
+    cache.put("b", 4, answer(b"B"))
+    assert cache.get("a", 5) == answer(b"A")
     assert cache.get("b", 5) is None
 
 
 def test_the_least_recently_used_answer_goes_first() -> None:
-    cache: ResponseCache[bytes] = ResponseCache(2)
+    cache = ResponseCache(room_for(2))
     cache.get("a", 0)
-    cache.put("a", 0, b"A")
-    cache.put("b", 0, b"B")
-    assert cache.get("a", 0) == b"A"
-    cache.put("c", 0, b"C")
+    cache.put("a", 0, answer(b"A"))
+    cache.put("b", 0, answer(b"B"))
+    assert cache.get("a", 0) == answer(b"A")
+    cache.put("c", 0, answer(b"C"))
 
     assert cache.get("b", 0) is None
-    assert cache.get("a", 0) == b"A"
-    assert cache.get("c", 0) == b"C"
-    assert len(cache) == 2
+    assert cache.get("a", 0) == answer(b"A")
+    assert cache.get("c", 0) == answer(b"C")
+    assert (len(cache), cache.nbytes) == (2, room_for(2))
 
 
-def test_capacity_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="capacity must be >= 1, got 0"):
+def test_the_bound_is_in_bytes() -> None:
+    cache = ResponseCache(room_for(3, body_bytes=10))
+    cache.get("small", 0)
+    for key in ("x", "y", "z"):
+        cache.put(key, 0, answer(b"s" * 10))
+
+    cache.put("big", 0, answer(b"b" * 25))
+    assert [cache.get(key, 0) is not None for key in ("x", "y", "z", "big")] == [
+        False,
+        False,
+        True,
+        True,
+    ]
+    cache.put("z", 0, answer(b"s" * 5))
+    assert cache.nbytes == room_for(1, 25) + room_for(1, 5)
+    cache.put("huge", 0, answer(b"h" * room_for(3, body_bytes=10)))
+    assert cache.get("huge", 0) is None
+    assert cache.get("big", 0) is not None
+
+
+def test_size_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="size must be >= 1 byte, got 0"):
         ResponseCache(0)
 
 
@@ -65,7 +95,7 @@ def apps(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[TestCl
             stack.enter_context(
                 TestClient(create_app(contract_settings(request, tmp_path, **overrides)))
             )
-            for overrides in ({}, {}, {"response_cache_size": 0})
+            for overrides in ({}, {}, {"response_cache_mb": 0})
         ]
         yield clients
 
@@ -135,7 +165,7 @@ def test_an_unknown_users_cached_fallback_is_still_counted(apps: list[TestClient
 
 @pytest.mark.parametrize(
     ("overrides", "cached"),
-    [({}, True), ({"response_cache_size": 0}, False), ({"finetune_method": "bpr"}, False)],
+    [({}, True), ({"response_cache_mb": 0}, False), ({"finetune_method": "bpr"}, False)],
 )
 def test_the_cache_is_off_when_sized_zero_or_with_bpr(
     request: pytest.FixtureRequest, tmp_path: Path, overrides: dict[str, Any], cached: bool
