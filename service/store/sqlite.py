@@ -12,6 +12,11 @@ Design:
   only after the commit that holds its own write (one fsync for all of them), so an
   acknowledged write is still durable; concurrent writers of one process share fsyncs instead
   of queueing on SQLite's write lock with its sleeping busy handler.
+- Writers of several processes (uvicorn workers on one file) take an exclusive ``flock`` on a
+  sidecar file (``<store>.lock``) around each transaction: the kernel wakes the next writer as
+  soon as the lock is released, where SQLite's busy handler sleeps up to 100 ms between tries
+  (seen: ``/interactions`` p99 40-153 ms with 2 workers at 16 connections). ``busy_timeout``
+  still covers any writer that does not take it.
 - ``interactions`` is an append-only log: one row per (user, item, timestamp); repeated
   interactions are kept with their own timestamps and :meth:`SQLiteStore.seen` returns the
   distinct set. Its ``AUTOINCREMENT`` id is the revision of :meth:`SQLiteStore.events_since`:
@@ -26,6 +31,7 @@ Design:
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import sqlite3
 import threading
@@ -100,6 +106,10 @@ class SQLiteStore:
             raise StoreError(
                 f"cannot create the directory of SQLite store {self._path}: {exc}"
             ) from exc
+        try:
+            self._writer_lock_file = open(f"{self._path}.lock", "ab")  # noqa: SIM115
+        except OSError as exc:
+            raise StoreError(f"cannot open the writer lock file of {self._path}: {exc}") from exc
         with self._errors("open"):
             self._migrate(self._connection())
         logger.info("SQLite store open at %s (schema v%d)", self._path, SCHEMA_VERSION)
@@ -205,6 +215,7 @@ class SQLiteStore:
             connections, self._connections = self._connections, []
         for conn in connections:
             conn.close()
+        self._writer_lock_file.close()
 
     def _commit_write(self, apply: Callable[[sqlite3.Connection], None], action: str) -> None:
         """Queue ``apply`` and return once a commit that holds it is durable (group commit)."""
@@ -284,15 +295,27 @@ class SQLiteStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the cross-process writer lock."""
         conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
+        with self._writer_lock():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        """Hold the exclusive ``flock`` of ``<store>.lock`` (see the module's notes)."""
+        descriptor = self._writer_lock_file.fileno()
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
         try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+            yield
+        finally:
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         with self._transaction():

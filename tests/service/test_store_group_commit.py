@@ -7,6 +7,7 @@ theirs done. Each write still succeeds or fails on its own.
 
 from __future__ import annotations
 
+import fcntl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -109,3 +110,19 @@ def test_a_write_that_cannot_commit_names_its_action(store: SQLiteStore) -> None
         store.append([Event("u1", ("a",), 1.0)])
     with pytest.raises(StoreError, match=r"cannot write a user vector: .*closed"):
         store.put_vector("u1", "v1", np.ones(4, dtype=np.float32))
+
+
+def test_writers_of_other_processes_wait_on_the_lock_file(store: SQLiteStore) -> None:
+    """A writer lock held elsewhere (another open file description: another process) holds
+    back the commit, which then goes through as soon as the lock is released."""
+    with (
+        open(f"{store.path}.lock", "ab") as elsewhere,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        fcntl.flock(elsewhere.fileno(), fcntl.LOCK_EX)
+        pending = pool.submit(store.append, [Event("u", ("a",), 1.0)])
+        time.sleep(0.3)
+        assert not pending.done()
+        fcntl.flock(elsewhere.fileno(), fcntl.LOCK_UN)
+        pending.result(timeout=QUEUE_WAIT_S)
+    assert store.seen("u") == {"a"}
