@@ -65,7 +65,7 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 request = function()
   local user = users[math.random(#users)]
-  return wrk.format(nil, "/recommend", nil,
+  return wrk.format(nil, "%(path)s", nil,
     '{"user_id":"' .. user .. '","k":20,"exclude_seen":true}')
 end
 """
@@ -79,6 +79,11 @@ done = function(summary, latency, requests)
     latency.mean, e.connect + e.read + e.write + e.timeout + e.status))
 end
 """
+
+
+def recommend_script(users: Path, seed: int, path: str = "/recommend") -> str:
+    """wrk's Lua: POST ``path`` with a ``/recommend`` body for a random user of ``users``."""
+    return REQUEST_SCRIPT % {"users": users, "seed": seed, "path": path}
 
 
 def wrk_phase(name: str, url: str, connections: int, seconds: float, script: str) -> LatencyStats:
@@ -148,10 +153,10 @@ def run(
             os.sched_setaffinity(0, own_cpus)
         with service:
             recommend = f"{service.url}/recommend"
-            quiet_script = REQUEST_SCRIPT % {"users": files["quiet"], "seed": seed}
+            quiet_script = recommend_script(files["quiet"], seed)
             before = {
                 "healthz": (f"{service.url}/healthz", ""),
-                "recommend": (recommend, REQUEST_SCRIPT % {"users": files["all"], "seed": seed}),
+                "recommend": (recommend, recommend_script(files["all"], seed)),
             }
             results = [measure(before, service.url, connections, seconds, rounds, "before")]
             post_one_each(service.url, posters, loaded.item_ids, seed)
@@ -160,7 +165,7 @@ def run(
                 "recommend, users who did not post": (recommend, quiet_script),
                 "recommend, users who posted": (
                     recommend,
-                    REQUEST_SCRIPT % {"users": files["posted"], "seed": seed},
+                    recommend_script(files["posted"], seed),
                 ),
             }
             results.append(measure(after, service.url, connections, seconds, rounds, "after"))
