@@ -163,6 +163,9 @@ class Recommender:
             ItemOverlay(bundle) if settings.fold_items and bundle.item_layers is not None else None
         )
         self._revision = 0
+        self._posted_users: set[str] = set()
+        """Users with at least one logged interaction (from the log :meth:`refresh` reads):
+        only their stored items are read on a request."""
         self._sync_lock = threading.Lock()
         self._compact_lock = threading.Lock()
         self._served: tuple[ItemIndex, int] = (index, 0)
@@ -223,17 +226,24 @@ class Recommender:
         """The ids in ``item_ids`` that are not in this model's catalog, in order."""
         return [item for item in item_ids if item not in self._item_index]
 
-    def recommend(self, user_id: str, k: int, exclude_seen: bool = True) -> Recommendation:
-        return self.recommend_many([RecommendQuery(user_id, k, exclude_seen)])[0]
+    def recommend(
+        self, user_id: str, k: int, exclude_seen: bool = True, *, refresh: bool = True
+    ) -> Recommendation:
+        return self.recommend_many([RecommendQuery(user_id, k, exclude_seen)], refresh=refresh)[0]
 
-    def recommend_many(self, queries: Sequence[RecommendQuery]) -> list[Recommendation]:
+    def recommend_many(
+        self, queries: Sequence[RecommendQuery], *, refresh: bool = True
+    ) -> list[Recommendation]:
         """Top-k for each query; users with a vector are searched in one index call.
 
         Items re-propagated with online interactions (the overlay) are left out of the index
         search and scored exactly, then merged in. A bundle user with the bundle's vector is
         answered from the precomputed lists (:class:`TopLists`) when they hold enough items.
+        ``refresh=False`` skips reading the log first: the caller has just called
+        :meth:`refresh`.
         """
-        self.refresh()
+        if refresh:
+            self.refresh()
         snapshot = None if self._overlay is None else self._overlay.snapshot
         index, overlay_items, overlay_vectors = self._search_state(snapshot)
         states = [self._user_state(query.user_id, query.exclude_seen) for query in queries]
@@ -392,6 +402,7 @@ class Recommender:
         items move); return the interaction-log revision this recommender has now seen."""
         with self._sync_lock:
             revision, pairs = self._store.events_since(self._revision)
+            self._posted_users.update(user_id for user_id, _ in pairs)
             if pairs and self._overlay is not None:
                 started = time.perf_counter()
                 self._overlay.apply(pairs)
@@ -405,6 +416,7 @@ class Recommender:
 
     def user_vector(self, user_id: str) -> np.ndarray | None:
         """The vector ``/recommend`` uses for ``user_id`` now (None: an unknown user)."""
+        self.refresh()
         return self._user_state(user_id, exclude_seen=False).vector
 
     def _lock(self, user_id: str) -> threading.Lock:
@@ -422,7 +434,11 @@ class Recommender:
         return np.asarray(sorted(found), dtype=np.int64)
 
     def _user_state(self, user_id: str, exclude_seen: bool) -> _UserState:
-        posted = self._seen_indices(self._store.seen(user_id))
+        posted = (
+            self._seen_indices(self._store.seen(user_id))
+            if user_id in self._posted_users
+            else self._no_pending[0]
+        )
         train = self._train_items(user_id)
         row = self._user_index.get(user_id)
         vector: np.ndarray | None = None

@@ -102,7 +102,9 @@ def _answer(recommender: Recommender, metrics: Metrics, query: RecommendRequest)
         metrics.cache_hits.inc()
         return cached
     metrics.cache_misses.inc()
-    answer = _render(recommender.recommend(query.user_id, query.k, query.exclude_seen))
+    answer = _render(
+        recommender.recommend(query.user_id, query.k, query.exclude_seen, refresh=False)
+    )
     cache.put(key, revision, answer)
     return answer
 
