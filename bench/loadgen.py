@@ -9,6 +9,7 @@ writes one request and reads one ``Content-Length`` response per round trip, and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -56,8 +57,10 @@ class Connection:
         return status, await self._reader.readexactly(length)
 
     async def close(self) -> None:
+        """Close the connection; a reset from the server at this point ends it just as well."""
         self._writer.close()
-        await self._writer.wait_closed()
+        with contextlib.suppress(ConnectionError):
+            await self._writer.wait_closed()
 
 
 @dataclass
