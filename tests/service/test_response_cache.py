@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from service.main import create_app
 from service.response_cache import ENTRY_OVERHEAD, Answer, ResponseCache
 from tests.service.bundles import AUTH, CONTRACT, contract_settings
+from tests.service.test_api_interactions import recommend
 
 
 def answer(body: bytes) -> Answer:
@@ -98,13 +99,6 @@ def apps(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[TestCl
             for overrides in ({}, {}, {"response_cache_mb": 0})
         ]
         yield clients
-
-
-def recommend(client: TestClient, user_id: str, k: int = 10) -> dict[str, Any]:
-    response = client.post("/recommend", json={"user_id": user_id, "k": k})
-    assert response.status_code == 200, response.text
-    result: dict[str, Any] = response.json()
-    return result
 
 
 def cache_count(client: TestClient, result: str) -> float:
