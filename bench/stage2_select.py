@@ -3,7 +3,7 @@
     PYTHONPATH=. python -m bench.stage2_select configs/tiktok-knn.toml --device cuda --seeds 5
 
 For each seed one teacher is trained (the config's stage 1) and every candidate student starts
-from a copy of it (what ``training ablate`` does for variants that share a teacher); the
+from a copy of it (``training.ablate.run_seed``, the loop of ``training ablate``); the
 baselines train alone. The candidates are fixed here, before any run. A candidate is chosen by
 its mean best-validation Recall@20 over the seeds; the test columns are reported for every row
 but choose nothing. Each finished run is appended to ``--jsonl`` as it ends (partial results
@@ -13,7 +13,6 @@ survive a time limit); the Markdown table goes to ``--out`` and stdout.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import sys
@@ -24,12 +23,10 @@ from typing import Any
 
 from bench.common import invoked_command, markdown_table, setup_logging
 from bench.pipeline_timing import device_name
-from training.ablate import ALONE, teacher_key
-from training.config import Config, apply_overrides, load_config
-from training.context import build_context, resolve_device
-from training.data import Dataset
-from training.pipeline import load_data, student_stage, teacher_stage
-from training.stage1 import TeacherBundle
+from training.ablate import ALONE, TEACHER_ROW, run_seed
+from training.config import load_config
+from training.context import resolve_device
+from training.pipeline import load_data
 
 EVERY_EPOCH = "stage2.eval_every=1"
 CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -54,27 +51,11 @@ BASELINES: dict[str, tuple[str, ...]] = {
 METRIC = "recall@20"
 
 
-def run_seed(
-    base: Config, dataset: Dataset, seed: int, names: Sequence[str]
-) -> list[dict[str, Any]]:
-    """Every row of one seed: the teacher, each candidate from a copy of it, the baselines."""
-    seeded = apply_overrides(base, (f"run.seed={seed}",))
-    rows: list[dict[str, Any]] = []
-    teachers: dict[str, TeacherBundle] = {}
-    for name in names:
-        overrides = CANDIDATES[name] if name in CANDIDATES else BASELINES[name]
-        cfg = apply_overrides(seeded, overrides)
-        ctx = build_context(dataset, cfg)
-        teacher = None
-        if cfg.stage1.enabled:
-            key = teacher_key(cfg)
-            if key not in teachers:
-                teachers[key], summary = teacher_stage(ctx, cfg, None)
-                rows.append({"seed": seed, "name": "Teacher", **_scores(summary)})
-            teacher = copy.deepcopy(teachers[key])
-        _, summary = student_stage(ctx, cfg, teacher, None)
-        rows.append({"seed": seed, "name": name, **_scores(summary)})
-    return rows
+def variants(names: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The overrides of ``names``, after the teacher's row when any candidate needs it."""
+    chosen = {name: CANDIDATES[name] for name in names if name in CANDIDATES}
+    teacher = {TEACHER_ROW: ()} if chosen else {}
+    return {**teacher, **chosen, **{name: BASELINES[name] for name in names if name in BASELINES}}
 
 
 def _scores(summary: dict[str, Any]) -> dict[str, Any]:
@@ -152,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows: list[dict[str, Any]] = []
     for seed in range(config.run.seed, config.run.seed + args.seeds):
-        for row in run_seed(config, dataset, seed, args.names):
+        for name, summary, _ in run_seed(dataset, config, seed, variants(args.names)):
+            row = {"seed": seed, "name": name, **_scores(summary)}
             rows.append(row)
             with args.jsonl.open("a", encoding="utf-8") as sink:
                 sink.write(json.dumps(row) + "\n")

@@ -16,12 +16,13 @@ import json
 import logging
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from training.config import Config, apply_overrides, to_dict
 from training.context import TEST_PROTOCOL, build_context
+from training.data import Dataset
 from training.pipeline import NDCG_LABEL, load_data, student_stage, teacher_stage
 from training.stage1 import TeacherBundle
 
@@ -58,6 +59,34 @@ def _check_variants(names: Sequence[str]) -> list[str]:
     return list(names)
 
 
+def run_seed(
+    dataset: Dataset, config: Config, seed: int, variants: Mapping[str, Sequence[str]]
+) -> Iterator[tuple[str, dict[str, Any], float]]:
+    """Train each variant (config overrides) with ``seed``; yield (name, summary, seconds).
+
+    Variants with equal :func:`teacher_key` share one trained teacher (each student gets a
+    copy); the :data:`TEACHER_ROW` variant yields the summary of its teacher instead of a
+    student's. A variant's seconds include the teacher it was the first to need.
+    """
+    base = dataclasses.replace(config, run=dataclasses.replace(config.run, seed=seed))
+    teachers: dict[str, tuple[TeacherBundle, dict[str, Any]]] = {}
+    for name, overrides in variants.items():
+        cfg = apply_overrides(base, overrides)
+        started = time.perf_counter()
+        ctx = build_context(dataset, cfg)
+        teacher = None
+        if cfg.stage1.enabled:
+            key = teacher_key(cfg)
+            if key not in teachers:
+                teachers[key] = teacher_stage(ctx, cfg, None)
+            if name == TEACHER_ROW:
+                yield name, teachers[key][1], time.perf_counter() - started
+                continue
+            teacher = copy.deepcopy(teachers[key][0])
+        _, summary = student_stage(ctx, cfg, teacher, None)
+        yield name, summary, time.perf_counter() - started
+
+
 def run_ablation(config: Config, seeds: int = 3, variants: Sequence[str] | None = None) -> str:
     """Run the variants for seeds ``run.seed .. run.seed + seeds - 1``; return the table.
 
@@ -69,27 +98,12 @@ def run_ablation(config: Config, seeds: int = 3, variants: Sequence[str] | None 
     dataset = load_data(config)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     seconds: dict[str, float] = dict.fromkeys(names, 0.0)
+    chosen = {name: VARIANTS.get(name, ()) for name in names}
     for seed in range(config.run.seed, config.run.seed + seeds):
-        base = dataclasses.replace(config, run=dataclasses.replace(config.run, seed=seed))
-        teachers: dict[str, tuple[TeacherBundle, dict[str, Any]]] = {}
-        for name in names:
-            variant = VARIANTS.get(name, ())
-            cfg = apply_overrides(base, variant)
-            started = time.perf_counter()
-            ctx = build_context(dataset, cfg)
-            teacher = None
-            if cfg.stage1.enabled:
-                key = teacher_key(cfg)
-                if key not in teachers:
-                    teachers[key] = teacher_stage(ctx, cfg, None)
-                teacher = copy.deepcopy(teachers[key][0])
-                if name == TEACHER_ROW:
-                    results[name].append(teachers[key][1]["test"])
-            if name != TEACHER_ROW:
-                _, summary = student_stage(ctx, cfg, teacher, None)
-                results[name].append(summary["test"])
-            seconds[name] += time.perf_counter() - started
-            logger.info("seed %d %s: test %s", seed, name, results[name][-1])
+        for name, summary, spent in run_seed(dataset, config, seed, chosen):
+            results[name].append(summary["test"])
+            seconds[name] += spent
+            logger.info("seed %d %s: test %s", seed, name, summary["test"])
     header = (
         f"{dataset.name}, {seeds} seed(s) from {config.run.seed}; "
         f"{NDCG_LABEL[config.eval.ndcg]}; {TEST_PROTOCOL}; "
