@@ -69,11 +69,13 @@ def bench_service(
     log: Path,
     workers: int = 1,
     settings: Mapping[str, str] | None = None,
+    app: str | None = None,
 ) -> ServiceProcess:
     """The service (the container's command) on ``bundle`` with a fresh SQLite ``store``.
 
     Warnings-only logs to ``log``, no access log, ``workers`` uvicorn workers, ``settings``
-    as extra environment (``PROMPTMM_*``); not started.
+    as extra environment (``PROMPTMM_*``), ``app`` in place of the service's app factory;
+    not started.
     """
     from tests.integration.conftest import ServiceProcess
 
@@ -84,7 +86,7 @@ def bench_service(
         **(settings or {}),
     }
     extra = ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
-    return ServiceProcess(env, log, extra_args=extra)
+    return ServiceProcess(env, log, extra_args=extra, app=app)
 
 
 def ensure_tiktok_bundle(bundle: Path | None) -> Path:

@@ -23,31 +23,27 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from bench.common import (
     RESULTS_DIR,
     LatencyStats,
+    bench_service,
     ensure_tiktok_bundle,
     markdown_table,
     setup_logging,
     write_report,
 )
-from bench.wrk_load import CLIENT_CPU, SERVER_CPU, recommend_script, wrk_phase
+from bench.wrk_load import CLIENT_CPU, SERVER_CPU, recommend_script, start_pinned, wrk_phase
 from bundle import read_bundle
 from service.main import create_app
 from service.routes.recommend import parse_body
 from service.schemas import RecommendRequest
-from tests.integration.conftest import REPO_ROOT, clean_environ, free_port
 
 ITEM = b'{"item_id":"%d","score":%.15f}'
 ANSWER = (
@@ -74,47 +70,6 @@ def create_floor_app() -> FastAPI:
     return app
 
 
-def serve(
-    bundle: Path, store: Path, cache_mb: int, log: Path
-) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the floor app on CPU 0; return the process and its URL once it is ready."""
-    port = free_port()
-    env = {
-        **clean_environ(),
-        "PROMPTMM_BUNDLE_PATH": str(bundle.resolve()),
-        "PROMPTMM_STORE_PATH": str(store),
-        "PROMPTMM_ALLOW_OPEN_WRITES": "true",
-        "PROMPTMM_LOG_LEVEL": "WARNING",
-        "PROMPTMM_RESPONSE_CACHE_MB": str(cache_mb),
-    }
-    command = [
-        sys.executable, "-m", "uvicorn", "bench.framework_floor:create_floor_app", "--factory",
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
-    ]  # fmt: skip
-    with log.open("ab") as sink:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            preexec_fn=lambda: os.sched_setaffinity(0, {SERVER_CPU}),
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the floor app exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"the floor app was not ready in 120 s:\n{log.read_text()[-3000:]}")
-
-
 def run(bundle: Path, seconds: float, rounds: int, seed: int) -> dict[str, list[LatencyStats]]:
     """Every phase, ``rounds`` times in turn, with the response cache off and then on."""
     results: dict[str, list[LatencyStats]] = {}
@@ -122,8 +77,16 @@ def run(bundle: Path, seconds: float, rounds: int, seed: int) -> dict[str, list[
         users = Path(tmp) / "users.txt"
         users.write_text("\n".join(read_bundle(bundle).user_ids) + "\n")
         for cache_mb, label in ((0, "cache off"), (64, "cache on")):
-            process, url = serve(bundle, Path(tmp) / f"{cache_mb}.db", cache_mb, Path(tmp) / "log")
-            try:
+            service = bench_service(
+                bundle,
+                Path(tmp) / f"{cache_mb}.db",
+                Path(tmp) / "service.log",
+                settings={"PROMPTMM_RESPONSE_CACHE_MB": str(cache_mb)},
+                app="bench.framework_floor:create_floor_app",
+            )
+            start_pinned(service)
+            with service:
+                url = service.url
                 phases = {
                     "GET /healthz": (f"{url}/healthz", ""),
                     "POST /floor/fastapi": (url, recommend_script(users, seed, "/floor/fastapi")),
@@ -136,9 +99,6 @@ def run(bundle: Path, seconds: float, rounds: int, seed: int) -> dict[str, list[
                     for name, (target, script) in phases.items():
                         stats = wrk_phase(name, target, 16, seconds, script)
                         results.setdefault(f"{name} [{label} run]", []).append(stats)
-            finally:
-                process.terminate()
-                process.wait(timeout=30)
     return results
 
 

@@ -49,7 +49,7 @@ from bench.common import (
     write_report,
 )
 from bundle import read_bundle
-from tests.integration.conftest import API_KEY
+from tests.integration.conftest import API_KEY, ServiceProcess
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,16 @@ done = function(summary, latency, requests)
     latency.mean, e.connect + e.read + e.write + e.timeout + e.status))
 end
 """
+
+
+def start_pinned(service: ServiceProcess) -> None:
+    """Start ``service`` on SERVER_CPU alone (the child inherits this process's affinity)."""
+    own_cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {SERVER_CPU})
+    try:
+        service.start()
+    finally:
+        os.sched_setaffinity(0, own_cpus)
 
 
 def recommend_script(users: Path, seed: int, path: str = "/recommend") -> str:
@@ -135,7 +145,6 @@ def run(
     rng = random.Random(seed)
     posters = rng.sample(loaded.user_ids, min(POSTERS, loaded.n_users // 2))
     quiet = sorted(set(loaded.user_ids) - set(posters))
-    own_cpus = os.sched_getaffinity(0)
     with tempfile.TemporaryDirectory(prefix="promptmm-wrk-") as tmp:
         files = {name: Path(tmp) / f"{name}.txt" for name in ("all", "quiet", "posted")}
         for name, users in (("all", loaded.user_ids), ("quiet", quiet), ("posted", posters)):
@@ -146,11 +155,7 @@ def run(
             Path(tmp) / "service.log",
             settings={"PROMPTMM_RESPONSE_CACHE_MB": str(cache_mb)},
         )
-        os.sched_setaffinity(0, {SERVER_CPU})
-        try:
-            service.start()
-        finally:
-            os.sched_setaffinity(0, own_cpus)
+        start_pinned(service)
         with service:
             recommend = f"{service.url}/recommend"
             quiet_script = recommend_script(files["quiet"], seed)

@@ -43,14 +43,38 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def local_command(port: int, extra_args: Sequence[str] = ()) -> list[str]:
-    """``SERVICE_COMMAND`` run by this interpreter on ``127.0.0.1:port``, plus ``extra_args``."""
+def local_command(port: int, extra_args: Sequence[str] = (), app: str | None = None) -> list[str]:
+    """``SERVICE_COMMAND`` run by this interpreter on ``127.0.0.1:port``, plus ``extra_args``;
+    ``app`` replaces its app factory (``module:function``), e.g. a benchmark's variant."""
     if SERVICE_COMMAND[0] != "uvicorn":
         raise ValueError(f"SERVICE_COMMAND must start with 'uvicorn', got {SERVICE_COMMAND[0]!r}")
     args = list(SERVICE_COMMAND[1:])
     for flag, value in (("--host", "127.0.0.1"), ("--port", str(port))):
         args[args.index(flag) + 1] = value
+    if app is not None:
+        args[0] = app
     return [sys.executable, "-m", "uvicorn", *args, *extra_args]
+
+
+def run_checked(
+    command: Sequence[str], env: Mapping[str, str], timeout_s: float
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` from the repository root; raise with its output's tail if it fails."""
+    result = subprocess.run(
+        command,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{command[:4]} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+            f"{result.stderr[-3000:]}"
+        )
+    return result
 
 
 def clean_environ() -> dict[str, str]:
@@ -77,10 +101,12 @@ class ServiceProcess:
         *,
         extra_args: Sequence[str] = (),
         api_key: str = API_KEY,
+        app: str | None = None,
     ) -> None:
         self.env = {**clean_environ(), "PROMPTMM_API_KEY": api_key, **env}
         self.log_path = log_path
         self.extra_args = tuple(extra_args)
+        self.app = app
         self.api_key = api_key
         self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
@@ -96,7 +122,7 @@ class ServiceProcess:
         return self._process.pid
 
     def command(self) -> list[str]:
-        return local_command(self.port, self.extra_args)
+        return local_command(self.port, self.extra_args, self.app)
 
     def start(self, timeout_s: float = 60.0) -> ServiceProcess:
         """Start the process and return once ``/readyz`` answers 200."""
@@ -185,20 +211,7 @@ def train_tiny_bundle(workdir: Path, *, epochs: int = 2, seed: int = 0) -> Path:
     for key, value in overrides.items():
         command += ["--set", f"{key}={value}"]
     env = {**clean_environ(), "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        command,
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TINY_TRAIN_TIMEOUT_S,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"training failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
-            f"{result.stderr[-3000:]}"
-        )
+    run_checked(command, env, TINY_TRAIN_TIMEOUT_S)
     roots = sorted(path.parent for path in models.rglob("LATEST"))
     if len(roots) != 1:
         raise RuntimeError(f"expected one exported models root under {models}, found {roots}")

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import (
-    API_KEY,
     REPO_ROOT,
     TINY_TRAIN_TIMEOUT_S,
     ServiceProcess,
     clean_environ,
+    run_checked,
 )
 from tests.integration.helpers import (
     item_ids_of,
@@ -28,11 +27,10 @@ pytestmark = pytest.mark.integration
 SCRIPT = REPO_ROOT / "scripts" / "refresh-model.sh"
 
 
-def run_refresh(service: ServiceProcess, root: Path, data: Path, workdir: Path) -> str:
+def run_refresh(service: ServiceProcess, data: Path, workdir: Path) -> str:
     env = {
         **clean_environ(),
         **{key: value for key, value in service.env.items() if key.startswith("PROMPTMM_")},
-        "PROMPTMM_API_KEY": API_KEY,
         "SERVICE_URL": service.url,
         "PYTHON": sys.executable,
         "OMP_WAIT_POLICY": "PASSIVE",
@@ -51,16 +49,7 @@ def run_refresh(service: ServiceProcess, root: Path, data: Path, workdir: Path) 
         "--set",
         "run.progress=false",
     ]
-    result = subprocess.run(
-        command,
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TINY_TRAIN_TIMEOUT_S,
-        check=False,
-    )
-    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    result = run_checked(command, env, TINY_TRAIN_TIMEOUT_S)
     return result.stdout
 
 
@@ -74,7 +63,7 @@ def test_refresh_fine_tunes_on_the_log_and_the_service_serves_it(
     users = users_with_history(stale, 3)
     env = {"PROMPTMM_BUNDLE_PATH": str(root), "PROMPTMM_STORE_PATH": str(tmp_path / "s.db")}
     with ServiceProcess(env, tmp_path / "service.log") as service, service.client() as client:
-        assert "nothing to fine-tune" in run_refresh(service, root, data, tmp_path)
+        assert "nothing to fine-tune" in run_refresh(service, data, tmp_path)
         assert (root / "LATEST").read_text().strip() == stale.model_version
 
         posted: dict[str, list[str]] = {}
@@ -83,7 +72,7 @@ def test_refresh_fine_tunes_on_the_log_and_the_service_serves_it(
             posted[user_id] = item_ids_of(recommend(client, user_id))[:2]
             post_interactions(client, user_id, posted[user_id])
 
-        output = run_refresh(service, root, data, tmp_path)
+        output = run_refresh(service, data, tmp_path)
 
         fresh = load_bundle(root)
         assert fresh.model_version != stale.model_version
