@@ -120,6 +120,10 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
+_NO_ITEMS = _read_only(np.empty(0, dtype=np.int64))
+"""An empty item list (catalog indices), shared."""
+
+
 class Recommender:
     """Top-k recommendations and online updates for one model version."""
 
@@ -190,7 +194,7 @@ class Recommender:
         """Rendered answers of the current log revision (None: off, or ``bpr``, whose
         stored vectors change after the interaction that causes them is logged)."""
         self._no_pending = (
-            _read_only(np.empty(0, dtype=np.int64)),
+            _NO_ITEMS,
             _read_only(np.empty((0, bundle.dim), dtype=np.float32)),
         )
         self.refresh()
@@ -340,7 +344,7 @@ class Recommender:
             or not query.exclude_seen
         ):
             return None
-        hidden = self._no_pending[0] if snapshot is None else snapshot.items
+        hidden = _NO_ITEMS if snapshot is None else snapshot.items
         if hidden.size > TOPLIST_MAX_OVERLAY:
             return None
         found = self._toplists.top(state.bundle_row, query.k, hidden)
@@ -425,7 +429,7 @@ class Recommender:
     def _train_items(self, user_id: str) -> np.ndarray:
         row = self._user_index.get(user_id)
         if row is None:
-            return np.empty(0, dtype=np.int64)
+            return _NO_ITEMS
         return self.bundle.seen_items(row).astype(np.int64)
 
     def _seen_indices(self, seen: set[str]) -> np.ndarray:
@@ -437,7 +441,7 @@ class Recommender:
         posted = (
             self._seen_indices(self._store.seen(user_id))
             if user_id in self._posted_users
-            else self._no_pending[0]
+            else _NO_ITEMS
         )
         train = self._train_items(user_id)
         row = self._user_index.get(user_id)
@@ -453,7 +457,7 @@ class Recommender:
             vector = self._users[row]
             bundle_row = row
         if not exclude_seen:
-            return _UserState(vector, np.empty(0, dtype=np.int64), bundle_row)
+            return _UserState(vector, _NO_ITEMS, bundle_row)
         exclude = np.union1d(train, posted) if posted.size else train
         return _UserState(vector, exclude, bundle_row)
 

@@ -39,7 +39,6 @@ from service.schemas import (
     BatchRecommendResponse,
     RecommendRequest,
     RecommendResponse,
-    ScoredItem,
 )
 
 router = APIRouter(tags=["recommendations"])
@@ -73,21 +72,23 @@ def parse_body(model: type[Model], raw: bytes) -> Model:
         raise RequestValidationError(errors, body=raw) from None
 
 
+def _payload(recommendation: Recommendation) -> dict[str, Any]:
+    """The :class:`RecommendResponse` fields of ``recommendation``, as plain data."""
+    return {
+        "user_id": recommendation.user_id,
+        "items": [{"item_id": item, "score": score} for item, score in recommendation.items],
+        "model_version": recommendation.model_version,
+        "fallback": recommendation.fallback,
+    }
+
+
 def _render(recommendation: Recommendation) -> Answer:
     """The :class:`RecommendResponse` body, serialised by pydantic-core without a model.
 
     ``to_json`` writes the same JSON as the standard library's encoder in a quarter of the
     time (8 vs 35 microseconds for k=20).
     """
-    body = to_json(
-        {
-            "user_id": recommendation.user_id,
-            "items": [{"item_id": item, "score": score} for item, score in recommendation.items],
-            "model_version": recommendation.model_version,
-            "fallback": recommendation.fallback,
-        }
-    )
-    return Answer(body, recommendation.fallback is not None)
+    return Answer(to_json(_payload(recommendation)), recommendation.fallback is not None)
 
 
 def _answer(recommender: Recommender, metrics: Metrics, query: RecommendRequest) -> Answer:
@@ -107,15 +108,6 @@ def _answer(recommender: Recommender, metrics: Metrics, query: RecommendRequest)
     )
     cache.put(key, revision, answer)
     return answer
-
-
-def _response(recommendation: Recommendation) -> RecommendResponse:
-    return RecommendResponse(
-        user_id=recommendation.user_id,
-        items=[ScoredItem(item_id=item, score=score) for item, score in recommendation.items],
-        model_version=recommendation.model_version,
-        fallback=recommendation.fallback,
-    )
 
 
 @router.post(
@@ -162,4 +154,6 @@ def recommend_batch(
         [RecommendQuery(r.user_id, r.k, r.exclude_seen) for r in body.requests]
     )
     metrics.fallbacks.inc(sum(result.fallback is not None for result in results))
-    return BatchRecommendResponse(results=[_response(result) for result in results])
+    return BatchRecommendResponse.model_validate(
+        {"results": [_payload(result) for result in results]}
+    )
