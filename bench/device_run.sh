@@ -11,9 +11,12 @@
 #   3. the whole pipeline (teacher -> student -> export) on Tiktok with configs/tiktok.toml and
 #      with configs/tiktok-knn.toml, each through bench.pipeline_timing --device cuda, which
 #      prints the per-stage table (epochs, seconds, test Recall@20 / NDCG@20, card name);
-#   4. the distilled student beside LightGCN alone (and the teacher) on CUDA over seeds 0-4 with
-#      configs/tiktok-knn.toml (`training ablate`; each seed's result is logged as it finishes).
-# DEVICE=cpu and the *_LIMIT variables exist to try the script's plumbing on a CPU machine.
+#   4. confirm: the distilled student beside LightGCN alone (and the teacher) on CUDA with
+#      configs/tiktok-knn.toml over SEEDS seeds from FIRST_SEED, 8 seeds at once
+#      (bench.teacher_select with one candidate; each run is appended to a JSONL as it ends);
+#   5. ablation: the full ablation table of configs/tiktok-knn.toml over 3 seeds, 3 at once.
+# STEPS="card torch tests ..." runs a subset (default: all). DEVICE=cpu and the *_LIMIT
+# variables exist to try the script's plumbing on a CPU machine.
 # Needs only what the GPU machine's python has (torch, numpy, scipy, tqdm, matplotlib, pytest).
 set -u -o pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE TQDM_MININTERVAL=10
@@ -28,6 +31,9 @@ export PROMPTMM_SHARED_DATASETS="$data"
 step() {
     local name=$1 limit=$2 started=$SECONDS rc
     shift 2
+    if [[ -n ${STEPS:-} && " $STEPS " != *" $name "* ]]; then
+        return 0
+    fi
     echo "=== $name (limit ${limit}s): $*" | tee -a "$log"
     timeout "$limit" "$@" 2>&1 | tee -a "$log"
     rc=${PIPESTATUS[0]}
@@ -45,8 +51,12 @@ for config in tiktok tiktok-knn; do
         "configs/$config.toml" --device "$device" --set "data.path=\"$data/tiktok\"" \
         --out "$out/pipeline-$device-$config.md"
 done
-step student-vs-lightgcn "${ABLATION_LIMIT:-150}" "$python" -m training ablate \
-    configs/tiktok-knn.toml --seeds "${SEEDS:-5}" --device "$device" \
-    --set "data.path=\"$data/tiktok\"" --variants PromptMM "LightGCN alone" Teacher \
-    --out "$out/ablation-$device-tiktok-knn.md"
+step confirm "${CONFIRM_LIMIT:-240}" "$python" -m bench.teacher_select configs/tiktok-knn.toml \
+    --names "config as is" --first-seed "${FIRST_SEED:-0}" --seeds "${SEEDS:-8}" --workers 8 \
+    --device "$device" --set "data.path=\"$data/tiktok\"" --set run.threads=2 \
+    --set run.progress=false --jsonl "$out/confirm-$device-tiktok-knn.jsonl" \
+    --out "$out/confirm-$device-tiktok-knn.md"
+step ablation "${ABLATION_LIMIT:-300}" "$python" -m training ablate configs/tiktok-knn.toml \
+    --seeds 3 --jobs 3 --device "$device" --set "data.path=\"$data/tiktok\"" \
+    --set run.threads=4 --set run.progress=false --out "$out/ablation-$device-tiktok-knn.md"
 cat "$out/steps.txt"

@@ -16,7 +16,7 @@ import argparse
 import json
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ def variants(names: Sequence[str]) -> dict[str, tuple[str, ...]]:
     return {**teacher, **chosen, **{name: BASELINES[name] for name in names if name in BASELINES}}
 
 
-def _scores(summary: dict[str, Any]) -> dict[str, Any]:
+def scores(summary: dict[str, Any]) -> dict[str, Any]:
     return {
         "valid": summary["valid"][METRIC],
         "test": summary["test"][METRIC],
@@ -68,8 +68,9 @@ def _scores(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def summarise(rows: Sequence[dict[str, Any]]) -> str:
-    """Mean ± std per row name, the paired test difference to LightGCN alone, the choice."""
+def summarise(rows: Sequence[dict[str, Any]], candidates: Collection[str] = CANDIDATES) -> str:
+    """Mean ± std per row name, the paired test difference to LightGCN alone, and the
+    candidate (one of ``candidates``) with the best mean validation score, if any ran."""
     by_name: dict[str, dict[int, dict[str, Any]]] = {}
     for row in rows:
         by_name.setdefault(row["name"], {})[row["seed"]] = row
@@ -94,8 +95,8 @@ def summarise(rows: Sequence[dict[str, Any]]) -> str:
                 " ".join(str(runs[s]["best_epoch"]) for s in seeds),
             ]
         )
-    candidates = [row for row in table if row[0] in CANDIDATES]
-    chosen = max(candidates, key=lambda row: float(row[2].split(" ")[0]))[0] if candidates else ""
+    ran = [row for row in table if row[0] in candidates]
+    chosen = max(ran, key=lambda row: float(row[2].split(" ")[0]))[0] if ran else ""
     headers = (
         "row",
         "seeds",
@@ -105,7 +106,8 @@ def summarise(rows: Sequence[dict[str, Any]]) -> str:
         "paired test diff vs LightGCN alone",
         "best epochs",
     )
-    return markdown_table(headers, table) + f"\nChosen by validation: **{chosen}**\n"
+    choice = f"\nChosen by validation: **{chosen}**\n" if chosen else "\n"
+    return markdown_table(headers, table) + choice
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for seed in range(config.run.seed, config.run.seed + args.seeds):
         for name, summary, _ in run_seed(dataset, config, seed, variants(args.names)):
-            row = {"seed": seed, "name": name, **_scores(summary)}
+            row = {"seed": seed, "name": name, **scores(summary)}
             rows.append(row)
             with args.jsonl.open("a", encoding="utf-8") as sink:
                 sink.write(json.dumps(row) + "\n")

@@ -14,9 +14,11 @@ import copy
 import dataclasses
 import json
 import logging
+import multiprocessing
 import statistics
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -87,20 +89,50 @@ def run_seed(
         yield name, summary, time.perf_counter() - started
 
 
-def run_ablation(config: Config, seeds: int = 3, variants: Sequence[str] | None = None) -> str:
+def _seed_rows(
+    config: Config, seed: int, variants: Mapping[str, Sequence[str]]
+) -> list[tuple[str, dict[str, Any], float]]:
+    """:func:`run_seed` as a list, loading the data itself (a worker process's task)."""
+    return list(run_seed(load_data(config), config, seed, variants))
+
+
+def _seed_results(
+    dataset: Dataset,
+    config: Config,
+    seeds: Sequence[int],
+    variants: Mapping[str, Sequence[str]],
+    jobs: int,
+) -> Iterator[tuple[int, list[tuple[str, dict[str, Any], float]]]]:
+    if jobs == 1:
+        for seed in seeds:
+            yield seed, list(run_seed(dataset, config, seed, variants))
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(jobs, len(seeds)), mp_context=context) as pool:
+        futures = [pool.submit(_seed_rows, config, seed, variants) for seed in seeds]
+        for seed, future in zip(seeds, futures, strict=True):
+            yield seed, future.result()
+
+
+def run_ablation(
+    config: Config, seeds: int = 3, variants: Sequence[str] | None = None, jobs: int = 1
+) -> str:
     """Run the variants for seeds ``run.seed .. run.seed + seeds - 1``; return the table.
 
-    The per-seed test metrics are also logged; the table gives mean ± std (sample std).
+    ``jobs`` > 1 trains that many seeds at once, each in its own process (several small runs
+    share one GPU well); the results are the same as with one job. The per-seed test metrics
+    are also logged; the table gives mean ± std (sample std).
     """
-    if seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    if seeds < 1 or jobs < 1:
+        raise ValueError(f"--seeds and --jobs must be >= 1, got {seeds} and {jobs}")
     names = _check_variants(variants or [*VARIANTS, TEACHER_ROW])
     dataset = load_data(config)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     seconds: dict[str, float] = dict.fromkeys(names, 0.0)
     chosen = {name: VARIANTS.get(name, ()) for name in names}
-    for seed in range(config.run.seed, config.run.seed + seeds):
-        for name, summary, spent in run_seed(dataset, config, seed, chosen):
+    first = config.run.seed
+    for seed, rows in _seed_results(dataset, config, range(first, first + seeds), chosen, jobs):
+        for name, summary, spent in rows:
             results[name].append(summary["test"])
             seconds[name] += spent
             logger.info("seed %d %s: test %s", seed, name, summary["test"])

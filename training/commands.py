@@ -126,7 +126,7 @@ def ablate_command(args: argparse.Namespace) -> int:
     from training.ablate import run_ablation, write_table
 
     config = _load(args)
-    table = run_ablation(config, seeds=args.seeds, variants=args.variants)
+    table = run_ablation(config, seeds=args.seeds, variants=args.variants, jobs=args.jobs)
     write_table(table, args.out)
     sys.stdout.write(table)
     return 0
@@ -167,6 +167,9 @@ def register(sub: Any) -> None:
     _add_config_args(ablate)
     ablate.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
     ablate.add_argument("--out", type=Path, required=True, help="Markdown table to write")
+    ablate.add_argument(
+        "--jobs", type=int, default=1, help="seeds trained at once, one process each (default 1)"
+    )
     ablate.add_argument(
         "--variants", nargs="+", help="subset of variants to run (default: all)", default=None
     )

@@ -53,6 +53,11 @@ class TeacherConfig:
     modality, symmetric-normalised and averaged over modalities; the teacher adds
     ``item_knn_weight`` x its ego item embeddings propagated ``item_knn_hops`` hops over it
     to its item output. 0 (the default): no item graph, the paper's teacher.
+
+    ``cl_weight`` > 0 switches on a second departure (SimGCL): stage 1 adds ``cl_weight`` x
+    the InfoNCE (temperature ``cl_tau``) between two noisy views of the teacher's ID part
+    (noise radius ``cl_eps`` per layer), over the batch's users and over its positive items.
+    0 (the default): off.
     """
 
     dim: int = 64
@@ -65,6 +70,9 @@ class TeacherConfig:
     item_knn_k: int = 0
     item_knn_hops: int = 1
     item_knn_weight: float = 1.0
+    cl_weight: float = 0.0
+    cl_eps: float = 0.1
+    cl_tau: float = 0.2
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ __all__ = [
     "normalized_adjacency",
     "propagate",
     "propagate_layers",
+    "propagate_perturbed",
     "spmm",
     "user_side",
 ]
@@ -168,6 +169,32 @@ def propagate(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tens
         (U+I, d) final embeddings.
     """
     return layer_mean(propagate_layers(adj, ego, n_layers))
+
+
+def propagate_perturbed(
+    adj: torch.Tensor, ego: torch.Tensor, n_layers: int, eps: float
+) -> torch.Tensor:
+    """SimGCL's perturbed LightGCN view: ``mean(ego, h_1, ..., h_L)`` with
+    ``h_l = Â h_{l-1} + eps · sign(Â h_{l-1}) ⊙ normalize(noise)``, ``noise ~ U(0, 1)`` drawn
+    per layer from torch's global generator (each row's perturbation has L2 norm ``eps`` and
+    keeps the row in its orthant). ``eps`` 0 is :func:`propagate`.
+
+    Args:
+        adj: (U+I, U+I) normalised adjacency.
+        ego: (U+I, d) stacked user then item ego embeddings.
+        n_layers: L >= 0.
+        eps: noise radius >= 0.
+    """
+    if n_layers < 0:
+        raise ValueError(f"n_layers must be >= 0, got {n_layers}")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    layers = [ego]
+    for _ in range(n_layers):
+        hidden = spmm(adj, layers[-1])
+        noise = torch.nn.functional.normalize(torch.rand_like(hidden), dim=1)
+        layers.append(hidden + eps * torch.sign(hidden) * noise)
+    return layer_mean(layers)
 
 
 def bipartite_blocks(adj: torch.Tensor, n_users: int) -> tuple[torch.Tensor, torch.Tensor]:

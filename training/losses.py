@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bpr_loss", "l2_reg", "list_kd_loss", "pair_kd_loss", "sce_loss"]
+__all__ = ["bpr_loss", "info_nce_loss", "l2_reg", "list_kd_loss", "pair_kd_loss", "sce_loss"]
 
 
 def _check_tau(tau: float) -> None:
@@ -135,6 +135,25 @@ def sce_loss(student: torch.Tensor, target: torch.Tensor, gamma: float) -> torch
         raise ValueError(f"gamma must be >= 1, got {gamma}")
     cos = F.cosine_similarity(student, target, dim=1, eps=1e-8)
     return (1.0 - cos).clamp(min=0.0).pow(gamma).mean()
+
+
+def info_nce_loss(view_a: torch.Tensor, view_b: torch.Tensor, tau: float) -> torch.Tensor:
+    """InfoNCE between two views of the same rows (SimGCL / SGL's contrastive loss).
+
+    Rows are L2-normalised; row ``n`` of ``view_a`` must pick row ``n`` of ``view_b`` among
+    all rows of ``view_b``: ``mean_n -log softmax_m(<a_n, b_m> / τ)[n]``.
+
+    Args:
+        view_a: (N, d) first view.
+        view_b: (N, d) second view, the same rows in the same order.
+        tau: temperature > 0.
+    """
+    _same_shape("info_nce_loss", view_a, view_b, 2)
+    _check_tau(tau)
+    a = F.normalize(view_a, dim=1)
+    b = F.normalize(view_b, dim=1)
+    logits = a @ b.T / tau
+    return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
 
 
 def l2_reg(*tensors: torch.Tensor) -> torch.Tensor:

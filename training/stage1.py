@@ -2,7 +2,9 @@
 
 Loss per batch of (u, i+, i-) triples: BPR on the teacher's scores E^T, plus
 ``teacher.l2_weight`` x L2 of the batch rows of the ID ego tables, plus (optional)
-``teacher.modal_bpr_weight`` x the BPR of each modality's (F_u^m, F_i^m). AdamW over teacher
+``teacher.modal_bpr_weight`` x the BPR of each modality's (F_u^m, F_i^m), plus (optional,
+``teacher.cl_weight``) SimGCL's InfoNCE between two noisy views of the ID part over the
+batch's unique users and unique positive items. AdamW over teacher
 and prompt; early stopping on validation ``eval.select_metric``; the best teacher + prompt
 state is kept in memory and returned.
 """
@@ -19,7 +21,7 @@ from training.config import Config
 from training.context import TrainingContext
 from training.graph import item_knn_graph
 from training.loop import FitResult, State, copy_state, fit, optimise_epoch, total_loss
-from training.losses import bpr_loss, l2_reg
+from training.losses import bpr_loss, info_nce_loss, l2_reg
 from training.models import PromptModule, Teacher, TeacherOutput, pca_tokens
 from training.runs import RunDir
 
@@ -74,6 +76,11 @@ def build_teacher(ctx: TrainingContext, config: Config) -> TeacherBundle:
         )
     dims = {name: int(tensor.shape[1]) for name, tensor in ctx.features.items()}
     cfg = config.teacher
+    if cfg.cl_weight < 0 or cfg.cl_eps < 0 or not cfg.cl_tau > 0:
+        raise ValueError(
+            "teacher.cl_weight and teacher.cl_eps must be >= 0 and teacher.cl_tau > 0, got "
+            f"{cfg.cl_weight}, {cfg.cl_eps}, {cfg.cl_tau}"
+        )
     if cfg.item_knn_k < 0:
         raise ValueError(f"teacher.item_knn_k must be >= 0 (0: off), got {cfg.item_knn_k}")
     item_graph = item_knn_graph(ctx.features, cfg.item_knn_k) if cfg.item_knn_k > 0 else None
@@ -97,8 +104,21 @@ def build_teacher(ctx: TrainingContext, config: Config) -> TeacherBundle:
     return TeacherBundle(teacher, prompt)
 
 
+def _contrastive_loss(
+    teacher: Teacher, adj: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, config: Config
+) -> torch.Tensor:
+    """SimGCL's term: InfoNCE of two noisy ID views, batch users + batch positive items."""
+    cfg = config.teacher
+    (user_a, item_a), (user_b, item_b) = (teacher.perturbed_ids(adj, cfg.cl_eps) for _ in "ab")
+    u, i = torch.unique(users), torch.unique(pos)
+    return info_nce_loss(user_a[u], user_b[u], cfg.cl_tau) + info_nce_loss(
+        item_a[i], item_b[i], cfg.cl_tau
+    )
+
+
 def _teacher_loss(
     teacher: Teacher,
+    adj: torch.Tensor,
     out: TeacherOutput,
     users: torch.Tensor,
     pos: torch.Tensor,
@@ -121,6 +141,8 @@ def _teacher_loss(
             for m in out.modal_items
         )
         parts["modal_bpr"] = config.teacher.modal_bpr_weight * modal
+    if config.teacher.cl_weight > 0:
+        parts["cl"] = config.teacher.cl_weight * _contrastive_loss(teacher, adj, users, pos, config)
     return total_loss(parts.values()), parts
 
 
@@ -148,7 +170,8 @@ def train_teacher(
 
         def step() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             users, pos, neg = ctx.sampler.triples(train.batch_size, ctx.generator)
-            return _teacher_loss(bundle.teacher, bundle.forward(ctx), users, pos, neg, config)
+            out = bundle.forward(ctx)
+            return _teacher_loss(bundle.teacher, ctx.adj, out, users, pos, neg, config)
 
         return optimise_epoch(steps, step, optimizer, f"{STAGE} epoch {epoch}")
 

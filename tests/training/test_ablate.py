@@ -67,3 +67,22 @@ def test_baselines_train_alone_when_the_student_starts_from_the_teacher(
     config = one_epoch_config(synthetic_dataset, tmp_path, "student.init_from_teacher=true")
     table = run_ablation(config, seeds=1, variants=["PromptMM", "LightGCN alone", "MF-BPR"])
     assert "| LightGCN alone |" in table and "| MF-BPR |" in table
+
+
+def _metric_cells(table: str) -> list[str]:
+    """Each row's name and metric cells (the seconds column varies between runs)."""
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    return ["|".join(row.split("|")[1:6]) for row in rows[1:]]
+
+
+def test_seeds_in_parallel_processes_give_the_sequential_table(
+    synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    config = one_epoch_config(synthetic_dataset, tmp_path, "run.threads=1")
+    variants = ["PromptMM", "LightGCN alone", TEACHER_ROW]
+    sequential = run_ablation(config, seeds=2, variants=variants)
+    parallel = run_ablation(config, seeds=2, variants=variants, jobs=2)
+    assert _metric_cells(parallel) == _metric_cells(sequential)
+    assert not _metric_cells(sequential)[0].endswith("± 0.0000 ")  # two seeds differ
+    with pytest.raises(ValueError, match="--jobs must be >= 1"):
+        run_ablation(config, seeds=1, jobs=0)

@@ -18,6 +18,7 @@ from training.graph import (
     normalized_adjacency,
     propagate,
     propagate_layers,
+    propagate_perturbed,
     user_side,
 )
 
@@ -114,6 +115,22 @@ def test_propagate_zero_layers_is_identity() -> None:
     assert propagate(adj, ego, 0) is ego
     with pytest.raises(ValueError, match="n_layers"):
         propagate(adj, ego, -1)
+
+
+def test_propagate_perturbed_adds_noise_of_radius_eps_in_each_rows_orthant() -> None:
+    adj, dense, _ = _random_graph()
+    ego = torch.randn(12, 4, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(0)
+    assert torch.equal(propagate_perturbed(adj, ego, 2, 0.0), propagate(adj, ego, 2))
+    out = propagate_perturbed(adj, ego, 1, 0.1)
+    hidden = dense @ ego
+    noise = 2 * out - ego - hidden  # out = (ego + hidden + noise) / 2
+    nonzero = hidden.abs().sum(dim=1) > 0
+    torch.testing.assert_close(noise[nonzero].norm(dim=1), torch.full((int(nonzero.sum()),), 0.1))
+    assert bool((noise * hidden >= -1e-6).all())  # same sign as the propagated entry
+    assert not torch.equal(out, propagate_perturbed(adj, ego, 1, 0.1))  # fresh noise per call
+    with pytest.raises(ValueError, match="eps"):
+        propagate_perturbed(adj, ego, 1, -0.1)
 
 
 def test_user_side_aggregates_items_by_hand() -> None:

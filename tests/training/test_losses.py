@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from training.losses import bpr_loss, l2_reg, list_kd_loss, pair_kd_loss, sce_loss
+from training.losses import (
+    bpr_loss,
+    info_nce_loss,
+    l2_reg,
+    list_kd_loss,
+    pair_kd_loss,
+    sce_loss,
+)
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 
@@ -76,6 +83,32 @@ def test_sce_by_hand() -> None:
     assert sce_loss(student, target, 1.0).item() == pytest.approx(0.5, rel=1e-6)
     with pytest.raises(ValueError, match="gamma"):
         sce_loss(student, target, 0.5)
+
+
+def test_info_nce_by_hand() -> None:
+    # rows normalised: a = [[1,0],[0,1]], b = [[1,0],[1,1]/sqrt2]; tau 0.5 -> logits 2 * cos
+    # row 0: logits [2, sqrt2], target 0; row 1: logits [0, sqrt2], target 1
+    a = torch.tensor([[3.0, 0.0], [0.0, 2.0]])
+    b = torch.tensor([[1.0, 0.0], [5.0, 5.0]])
+    r2 = math.sqrt(2.0)
+    row0 = -2.0 + math.log(math.exp(2.0) + math.exp(r2))
+    row1 = -r2 + math.log(1.0 + math.exp(r2))
+    assert info_nce_loss(a, b, 0.5).item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="tau"):
+        info_nce_loss(a, b, 0.0)
+    with pytest.raises(ValueError, match="same 2-D shape"):
+        info_nce_loss(a, b[:1], 0.5)
+
+
+def test_info_nce_step_pulls_matching_rows_together() -> None:
+    gen = torch.Generator().manual_seed(4)
+    a = torch.randn(16, 8, generator=gen, requires_grad=True)
+    b = torch.randn(16, 8, generator=gen)
+    before = info_nce_loss(a, b, 0.2)
+    cos_before = torch.nn.functional.cosine_similarity(a, b).mean().item()
+    _sgd_step([a], before, lr=0.5)
+    assert info_nce_loss(a, b, 0.2) < before
+    assert torch.nn.functional.cosine_similarity(a, b).mean().item() > cos_before
 
 
 def test_l2_reg_by_hand() -> None:

@@ -180,6 +180,23 @@ def test_nan_loss_raises() -> None:
         check_finite(torch.tensor(float("nan")), {"bpr": 0.7}, "student epoch 3")
 
 
+def test_contrastive_teacher_loss_is_logged_and_bad_values_are_rejected(
+    synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    config = tiny_config(
+        synthetic_dataset, tmp_path, "teacher.cl_weight=0.5", "stage1.max_epochs=1"
+    )
+    result = run_pipeline(config, export=False)
+    first = json.loads((result.run_dir / METRICS_FILE).read_text())["teacher"][0]
+    assert first["cl"] > 0 and first["loss"] > first["bpr"] + first["cl"]
+    off = tiny_config(synthetic_dataset, tmp_path, "stage1.max_epochs=1")
+    first_off = json.loads((run_pipeline(off, export=False).run_dir / METRICS_FILE).read_text())
+    assert "cl" not in first_off["teacher"][0]
+    for bad in ("teacher.cl_weight=-1", "teacher.cl_tau=0", "teacher.cl_eps=-0.1"):
+        with pytest.raises(ValueError, match=r"teacher\.cl_weight and teacher\.cl_eps"):
+            run_pipeline(tiny_config(synthetic_dataset, tmp_path, bad), export=False)
+
+
 def test_item_knn_teacher_trains_distils_and_reloads(
     synthetic_dataset: Path, tmp_path: Path
 ) -> None:

@@ -25,7 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.graph import csr_tensor, item_feature_propagation, propagate, spmm
+from training.graph import (
+    csr_tensor,
+    item_feature_propagation,
+    propagate,
+    propagate_perturbed,
+    spmm,
+)
 
 __all__ = ["Teacher", "TeacherOutput"]
 
@@ -137,7 +143,18 @@ class Teacher(nn.Module):
         In stage 2 compute it once (under ``torch.no_grad()``) and pass it to :meth:`forward`
         as ``ids`` so only the prompt-dependent modality part is recomputed per step.
         """
-        out = propagate(adj, torch.cat([self.user_ego, self.item_ego], dim=0), self.n_layers)
+        return self._split_ids(
+            propagate(adj, torch.cat([self.user_ego, self.item_ego], dim=0), self.n_layers)
+        )
+
+    def perturbed_ids(self, adj: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """A SimGCL view of :meth:`propagate_ids`: noise of radius ``eps`` added at every
+        LightGCN layer (:func:`training.graph.propagate_perturbed`); the item graph term is
+        added unperturbed. Two calls give two views for the contrastive loss of stage 1."""
+        ego = torch.cat([self.user_ego, self.item_ego], dim=0)
+        return self._split_ids(propagate_perturbed(adj, ego, self.n_layers, eps))
+
+    def _split_ids(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         user_bar, item_bar = out[: self.n_users], out[self.n_users :]
         graph = self.item_graph()
         if graph is not None:
