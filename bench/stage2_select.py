@@ -24,7 +24,7 @@ from typing import Any
 from bench.common import invoked_command, markdown_table, setup_logging
 from bench.pipeline_timing import device_name
 from training.ablate import ALONE, TEACHER_ROW, run_seed
-from training.config import load_config
+from training.config import Config, load_config
 from training.context import resolve_device
 from training.pipeline import load_data
 
@@ -66,6 +66,16 @@ def scores(summary: dict[str, Any]) -> dict[str, Any]:
         "best_epoch": summary["best_epoch"],
         "seconds": summary["seconds"],
     }
+
+
+def report_header(title: str, config: Config) -> str:
+    """A report's title, start time, device and command line, in Markdown."""
+    return (
+        f"# {title}\n\n"
+        f"- started: {datetime.now(UTC).isoformat(timespec='seconds')}\n"
+        f"- device: {device_name(str(resolve_device(config.run.device)))}\n"
+        f"- command: `{invoked_command()}`\n\n"
+    )
 
 
 def summarise(rows: Sequence[dict[str, Any]], candidates: Collection[str] = CANDIDATES) -> str:
@@ -127,11 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config, [*args.overrides, f'run.device="{args.device}"'])
     dataset = load_data(config)
     args.jsonl.parent.mkdir(parents=True, exist_ok=True)
-    header = (
-        f"# Stage-2 candidates on shared teachers: {dataset.name}, {args.config}\n\n"
-        f"- started: {datetime.now(UTC).isoformat(timespec='seconds')}\n"
-        f"- device: {device_name(str(resolve_device(config.run.device)))}\n"
-        f"- command: `{invoked_command()}`\n\n"
+    header = report_header(
+        f"Stage-2 candidates on shared teachers: {dataset.name}, {args.config}", config
     )
     rows: list[dict[str, Any]] = []
     for seed in range(config.run.seed, config.run.seed + args.seeds):

@@ -23,16 +23,14 @@ import multiprocessing
 import sys
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import invoked_command, setup_logging
-from bench.pipeline_timing import device_name
-from bench.stage2_select import scores, summarise
+from bench.common import setup_logging
+from bench.stage2_select import report_header, scores, summarise
 from training.ablate import ALONE, TEACHER_ROW, run_seed
 from training.config import Config, apply_overrides, load_config
-from training.context import build_context, resolve_device
+from training.context import build_context
 from training.pipeline import load_data, teacher_stage
 
 CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -117,12 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     config = load_config(args.config, [*args.overrides, f'run.device="{args.device}"'])
     args.jsonl.parent.mkdir(parents=True, exist_ok=True)
-    report = (
-        f"# Teacher candidates chosen by validation: {args.config}\n\n"
-        f"- started: {datetime.now(UTC).isoformat(timespec='seconds')}\n"
-        f"- device: {device_name(str(resolve_device(config.run.device)))}\n"
-        f"- command: `{invoked_command()}`\n\n"
-    )
+    report = report_header(f"Teacher candidates chosen by validation: {args.config}", config)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
         chosen = args.names[0]
