@@ -155,6 +155,7 @@ class Teacher(nn.Module):
         return self._split_ids(propagate_perturbed(adj, ego, self.n_layers, eps))
 
     def _split_ids(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stacked (U+I, d) propagated rows -> ``(users, items)``, items plus ``w Ŝ^h E_i``."""
         user_bar, item_bar = out[: self.n_users], out[self.n_users :]
         graph = self.item_graph()
         if graph is not None:
