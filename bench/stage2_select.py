@@ -78,6 +78,21 @@ def report_header(title: str, config: Config) -> str:
     )
 
 
+def append_row(jsonl: Path, row: dict[str, Any]) -> None:
+    """Append ``row`` to ``jsonl`` as one JSON line (finished runs survive a time limit)."""
+    with jsonl.open("a", encoding="utf-8") as sink:
+        sink.write(json.dumps(row) + "\n")
+
+
+def best_by_validation(rows: Sequence[dict[str, Any]], candidates: Collection[str]) -> str:
+    """The name among ``candidates`` with the best mean validation score ("" if none ran)."""
+    valid: dict[str, list[float]] = {}
+    for row in rows:
+        if row["name"] in candidates:
+            valid.setdefault(row["name"], []).append(row["valid"])
+    return max(valid, key=lambda name: statistics.fmean(valid[name])) if valid else ""
+
+
 def summarise(rows: Sequence[dict[str, Any]], candidates: Collection[str] = CANDIDATES) -> str:
     """Mean ± std per row name, the paired test difference to LightGCN alone, and the
     candidate (one of ``candidates``) with the best mean validation score, if any ran."""
@@ -105,8 +120,7 @@ def summarise(rows: Sequence[dict[str, Any]], candidates: Collection[str] = CAND
                 " ".join(str(runs[s]["best_epoch"]) for s in seeds),
             ]
         )
-    ran = [row for row in table if row[0] in candidates]
-    chosen = max(ran, key=lambda row: float(row[2].split(" ")[0]))[0] if ran else ""
+    chosen = best_by_validation(rows, candidates)
     headers = (
         "row",
         "seeds",
@@ -145,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, summary, _ in run_seed(dataset, config, seed, variants(args.names)):
             row = {"seed": seed, "name": name, **scores(summary)}
             rows.append(row)
-            with args.jsonl.open("a", encoding="utf-8") as sink:
-                sink.write(json.dumps(row) + "\n")
+            append_row(args.jsonl, row)
         report = header + summarise(rows)
         args.out.write_text(report, encoding="utf-8")
     sys.stdout.write(report)

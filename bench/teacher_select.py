@@ -17,17 +17,21 @@ finished run is appended to ``--jsonl`` as it ends, the tables go to ``--out`` a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import multiprocessing
 import sys
-from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 from bench.common import setup_logging
-from bench.stage2_select import report_header, scores, summarise
+from bench.stage2_select import (
+    append_row,
+    best_by_validation,
+    report_header,
+    scores,
+    summarise,
+)
 from training.ablate import ALONE, TEACHER_ROW, run_seed
 from training.config import Config, apply_overrides, load_config
 from training.context import build_context
@@ -54,13 +58,9 @@ PHASE2: dict[str, tuple[str, ...]] = {
 }
 
 
-def _seeded(config: Config, seed: int) -> Config:
-    return dataclasses.replace(config, run=dataclasses.replace(config.run, seed=seed))
-
-
 def teacher_task(config: Config, name: str, seed: int) -> list[dict[str, Any]]:
     """Stage 1 of candidate ``name`` with ``seed``: one row."""
-    cfg = _seeded(apply_overrides(config, CANDIDATES[name]), seed)
+    cfg = apply_overrides(config, (*CANDIDATES[name], f"run.seed={seed}"))
     _, summary = teacher_stage(build_context(load_data(cfg), cfg), cfg, None)
     return [{"phase": 1, "seed": seed, "name": name, **scores(summary)}]
 
@@ -73,25 +73,15 @@ def seed_task(config: Config, seed: int) -> list[dict[str, Any]]:
     ]
 
 
-def _run_pool(
-    pool: ProcessPoolExecutor, futures: list[Future[list[dict[str, Any]]]], jsonl: Path
-) -> list[dict[str, Any]]:
+def _collect(futures: list[Future[list[dict[str, Any]]]], jsonl: Path) -> list[dict[str, Any]]:
+    """The tasks' rows, each appended to ``jsonl`` and printed as its task ends."""
     rows: list[dict[str, Any]] = []
     for future in as_completed(futures):
         for row in future.result():
             rows.append(row)
-            with jsonl.open("a", encoding="utf-8") as sink:
-                sink.write(json.dumps(row) + "\n")
+            append_row(jsonl, row)
             print(json.dumps(row), flush=True)
     return sorted(rows, key=lambda row: (row["name"], row["seed"]))
-
-
-def chosen_candidate(rows: Sequence[dict[str, Any]]) -> str:
-    """The candidate with the best mean validation score over its phase-1 rows."""
-    by_name: dict[str, list[float]] = {}
-    for row in rows:
-        by_name.setdefault(row["name"], []).append(row["valid"])
-    return max(by_name, key=lambda name: sum(by_name[name]) / len(by_name[name]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
         chosen = args.names[0]
         if len(args.names) > 1:
-            phase1 = _run_pool(
-                pool,
+            phase1 = _collect(
                 [
                     pool.submit(teacher_task, config, name, seed)
                     for seed in range(args.select_seeds)
@@ -129,14 +118,12 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 args.jsonl,
             )
-            chosen = chosen_candidate(phase1)
+            chosen = best_by_validation(phase1, args.names)
             report += "## Phase 1: teachers (stage 1 only)\n\n" + summarise(phase1, args.names)
             args.out.write_text(report, encoding="utf-8")
         final = apply_overrides(config, CANDIDATES[chosen])
         seeds = range(args.first_seed, args.first_seed + args.seeds)
-        phase2 = _run_pool(
-            pool, [pool.submit(seed_task, final, seed) for seed in seeds], args.jsonl
-        )
+        phase2 = _collect([pool.submit(seed_task, final, seed) for seed in seeds], args.jsonl)
     report += (
         f"\n## Phase 2: the chosen teacher ({chosen}), its student, LightGCN alone\n\n"
         + summarise(phase2, ())

@@ -109,7 +109,7 @@ def _contrastive_loss(
 ) -> torch.Tensor:
     """SimGCL's term: InfoNCE of two noisy ID views, batch users + batch positive items."""
     cfg = config.teacher
-    (user_a, item_a), (user_b, item_b) = (teacher.perturbed_ids(adj, cfg.cl_eps) for _ in "ab")
+    (user_a, item_a), (user_b, item_b) = (teacher.perturbed_ids(adj, cfg.cl_eps) for _ in range(2))
     u, i = torch.unique(users), torch.unique(pos)
     return info_nce_loss(user_a[u], user_b[u], cfg.cl_tau) + info_nce_loss(
         item_a[i], item_b[i], cfg.cl_tau
