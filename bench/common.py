@@ -1,6 +1,6 @@
 """What the benchmarks share: the tiktok bundle, machine facts, latency stats, Markdown output.
 
-The service is started with the integration harness (``tests/integration/conftest.py``), so a
+The service is started with the harness (:mod:`bench.harness`), so a
 benchmark runs exactly the container's start command, bound to a loopback port.
 """
 
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from tests.integration.conftest import ServiceProcess
+    from bench.harness import ServiceProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -77,7 +77,7 @@ def bench_service(
     as extra environment (``PROMPTMM_*``), ``app`` in place of the service's app factory;
     not started.
     """
-    from tests.integration.conftest import ServiceProcess
+    from bench.harness import ServiceProcess
 
     env = {
         "PROMPTMM_BUNDLE_PATH": str(bundle.resolve()),

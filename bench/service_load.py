@@ -34,9 +34,9 @@ from bench.common import (
     setup_logging,
     write_report,
 )
+from bench.harness import API_KEY
 from bench.loadgen import RequestSpec, run_async, run_phase
 from bundle import read_bundle
-from tests.integration.conftest import API_KEY
 
 logger = logging.getLogger(__name__)
 

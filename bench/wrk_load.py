@@ -48,8 +48,8 @@ from bench.common import (
     setup_logging,
     write_report,
 )
+from bench.harness import API_KEY, ServiceProcess
 from bundle import read_bundle
-from tests.integration.conftest import API_KEY, ServiceProcess
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ import tomllib
 
 import pytest
 
+from bench.harness import SERVICE_COMMAND
 from tests.deploy.dockerfile import Stage, parse_dockerfile, read_stages
 from tests.deploy.files import DOCKERFILE, DOCKERIGNORE, REPO_ROOT
-from tests.integration.conftest import SERVICE_COMMAND
 
 API_PORT = 8000
 

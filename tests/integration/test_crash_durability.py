@@ -9,9 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.harness import API_KEY, ServiceProcess
 from bundle import Bundle
 from service.store import RedisStore, SQLiteStore, Store
-from tests.integration.conftest import API_KEY, ServiceFactory, ServiceProcess
+from tests.integration.conftest import ServiceFactory
 from tests.integration.helpers import item_ids_of, load_bundle, train_item_ids, users_with_history
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import (
+from bench.harness import (
     REPO_ROOT,
     TINY_TRAIN_TIMEOUT_S,
     ServiceProcess,
