@@ -62,6 +62,7 @@ cleanup() {
   rm -rf "$WORK" "$MODELS_ROOT"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 apt_install() {
   say "installing $*"
@@ -193,7 +194,8 @@ API_IMAGE="$(awk '$1 == "image:" && $2 ~ /^promptmm-api/ { print $2; exit }' doc
   || fail "could not read the image names from Dockerfile and docker-compose.yml"
 unreachable=()
 for image in "$PYTHON_IMAGE" "$REDIS_IMAGE"; do
-  note="$(docker image inspect -f '{{.Comment}}' "$image" 2>/dev/null || echo absent)"
+  note=absent
+  docker image inspect "$image" >/dev/null 2>&1 && note="$(docker image inspect -f '{{.Comment}}' "$image")"
   if [ "$note" = "$STAND_IN_NOTE" ]; then
     say "$image is the stand-in an earlier run built from Debian packages"
   elif [ "$note" = absent ] || [[ "$note" == "promptmm stand-in"* ]]; then
