@@ -20,8 +20,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PROMPTMM_", extra="ignore")
 
     bundle_path: Path = Field(
-        Path("models/demo"),
-        description="A bundle directory, or a models root whose LATEST names the version.",
+        Path("models/tiktok"),
+        description=(
+            "A bundle directory, or a models root whose LATEST names the version "
+            "(training exports models/<dataset>)."
+        ),
     )
     store_path: Path = Field(
         Path("data/promptmm.sqlite3"),
@@ -110,6 +113,18 @@ class Settings(BaseSettings):
                 "PROMPTMM_API_KEY, or PROMPTMM_ALLOW_OPEN_WRITES=true to run open on purpose."
             )
         return self
+
+
+def check_bundle_path(path: Path) -> None:
+    """Raise ValueError saying what to run when nothing exists at the bundle path."""
+    if not path.exists():
+        raise ValueError(
+            f"PROMPTMM_BUNDLE_PATH={path}: no such file or directory (relative to "
+            f"{Path.cwd()}). Export a model first: `python -m training run "
+            "configs/tiktok.toml` writes models/tiktok (the default), `bash scripts/demo.sh` "
+            "trains one and serves it; or set PROMPTMM_BUNDLE_PATH to an exported "
+            "models/<dataset> root or version directory."
+        )
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from service.config import Settings, load_settings
+from service.config import Settings, check_bundle_path, load_settings
 from service.errors import install_error_handlers
 from service.heap import freeze_long_lived
 from service.metrics import Metrics, MetricsMiddleware
@@ -48,6 +48,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
     _configure_logging(settings.log_level)
+    check_bundle_path(settings.bundle_path)
     store = open_store(settings)
     try:
         loaded = await run_in_threadpool(

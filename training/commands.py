@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,6 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from training.config import load_config
 
     overrides = list(args.overrides)

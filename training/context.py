@@ -41,7 +41,6 @@ def seed_everything(seed: int) -> None:
 
 def configure_threads(threads: int) -> None:
     """Use ``threads`` CPU threads (0: all cores the process may use)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     count = threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(max(1, count))
 
