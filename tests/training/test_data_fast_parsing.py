@@ -98,7 +98,9 @@ INTER_HEADER = "userID\titemID\trating\tx_label\n"
         ("0\t1\t4\t0\n1\t2\t4\t7\n", "line 3 has x_label 7; expected 0 (train)"),
     ],
 )
-def test_bad_inter_lines_get_the_line_by_line_error(tmp_path: Path, body: str, message: str) -> None:
+def test_bad_inter_lines_get_the_line_by_line_error(
+    tmp_path: Path, body: str, message: str
+) -> None:
     folder = tmp_path / "m"
     folder.mkdir()
     (folder / "m.inter").write_text(INTER_HEADER + body, encoding="utf-8")
