@@ -5,7 +5,9 @@ teacher depends only on the data, teacher, prompt and stage-1 settings, so varia
 share those reuse one trained teacher (a copy: stage 2 tunes the prompt); the student stage
 always restarts from the same seed (see :mod:`training.pipeline`), so the comparison is
 the same as training each variant from scratch. The "Teacher" row is the teacher of the
-full PromptMM variant, evaluated on its own scores.
+full PromptMM variant, evaluated on its own scores. The "GF-CF" row is the training-free
+graph filter of :mod:`training.gfcf` (its rank and weight chosen on validation): it does
+not depend on the seed, so it is computed once and counts once per seed, with a spread of 0.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from training.config import Config, apply_overrides, to_dict
 from training.context import TEST_PROTOCOL, build_context
 from training.data import Dataset
+from training.gfcf import fit_gfcf
 from training.pipeline import NDCG_LABEL, load_data, student_stage, teacher_stage
 from training.stage1 import TeacherBundle
 
@@ -43,6 +46,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "MF-BPR": (*ALONE, "student.n_layers=0"),
 }
 TEACHER_ROW = "Teacher"
+GFCF_ROW = "GF-CF (training-free)"
 COLUMNS = ("recall@20", "ndcg@20", "recall@50", "ndcg@50")
 TEACHER_SECTIONS = ("data", "teacher", "prompt", "stage1", "run")
 
@@ -54,7 +58,7 @@ def teacher_key(config: Config) -> str:
 
 
 def _check_variants(names: Sequence[str]) -> list[str]:
-    known = [*VARIANTS, TEACHER_ROW]
+    known = [*VARIANTS, TEACHER_ROW, GFCF_ROW]
     unknown = [name for name in names if name not in known]
     if unknown:
         raise ValueError(f"unknown ablation variant(s) {unknown}; known: {known}")
@@ -125,11 +129,18 @@ def run_ablation(
     """
     if seeds < 1 or jobs < 1:
         raise ValueError(f"--seeds and --jobs must be >= 1, got {seeds} and {jobs}")
-    names = _check_variants(variants or [*VARIANTS, TEACHER_ROW])
+    names = _check_variants(variants or [*VARIANTS, TEACHER_ROW, GFCF_ROW])
     dataset = load_data(config)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     seconds: dict[str, float] = dict.fromkeys(names, 0.0)
-    chosen = {name: VARIANTS.get(name, ()) for name in names}
+    if GFCF_ROW in names:
+        gfcf = fit_gfcf(build_context(dataset, config), config.eval.select_metric)
+        results[GFCF_ROW] = [gfcf["test"]] * seeds
+        seconds[GFCF_ROW] = gfcf["seconds"] * seeds
+        logger.info(
+            "%s: rank %d, alpha %g, test %s", GFCF_ROW, gfcf["rank"], gfcf["alpha"], gfcf["test"]
+        )
+    chosen = {name: VARIANTS.get(name, ()) for name in names if name != GFCF_ROW}
     first = config.run.seed
     for seed, rows in _seed_results(dataset, config, range(first, first + seeds), chosen, jobs):
         for name, summary, spent in rows:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.ablate import TEACHER_ROW, VARIANTS, format_table, run_ablation
+from training.ablate import GFCF_ROW, TEACHER_ROW, VARIANTS, format_table, run_ablation
 from training.config import REPO_ROOT, Config, load_config
 
 
@@ -34,7 +34,7 @@ def test_every_variant_gets_a_row_with_the_protocol(
     table = run_ablation(config, seeds=1)
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
     names = [row.split("|")[1].strip() for row in rows[1:]]
-    assert names == [*VARIANTS, TEACHER_ROW]
+    assert names == [*VARIANTS, TEACHER_ROW, GFCF_ROW]
     assert "standard NDCG" in table and "validation items masked" in table
     for row in rows[1:]:
         cells = [cell.strip() for cell in row.split("|")[2:6]]

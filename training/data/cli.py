@@ -8,7 +8,7 @@ from typing import Any
 
 from training.data.loader import FORMATS, detect_format, load_dataset
 from training.data.stats import compute_stats, format_stats
-from training.data.synthetic import write_synthetic
+from training.data.synthetic import DEFAULT_MODALITIES, write_synthetic
 
 
 def register(sub: Any) -> None:
@@ -27,6 +27,13 @@ def register(sub: Any) -> None:
     synth.add_argument("--items", type=int, default=200)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--density", type=float, default=0.05)
+    synth.add_argument(
+        "--modality",
+        action="append",
+        type=_modality,
+        metavar="NAME=DIM",
+        help="a feature modality and its width, repeatable (default: image=32 text=16)",
+    )
     synth.set_defaults(handler=run_synth)
 
 
@@ -41,8 +48,20 @@ def run_stats(args: argparse.Namespace) -> int:
 def run_synth(args: argparse.Namespace) -> int:
     """Write the synthetic dataset and print where it went."""
     out = write_synthetic(
-        args.out, n_users=args.users, n_items=args.items, seed=args.seed, density=args.density
+        args.out,
+        n_users=args.users,
+        n_items=args.items,
+        seed=args.seed,
+        density=args.density,
+        modalities=dict(args.modality) if args.modality else DEFAULT_MODALITIES,
     )
     dataset = load_dataset(out, "mmrec")
     print(f"wrote {out}: {dataset.n_users} users, {dataset.n_items} items, {dataset.fingerprint}")
     return 0
+
+
+def _modality(text: str) -> tuple[str, int]:
+    name, sep, dim = text.partition("=")
+    if not sep or not dim.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=DIM, e.g. image=128")
+    return name, int(dim)

@@ -6,6 +6,7 @@ ids. Ids are non-negative integers; the user count is the largest user id + 1.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -45,18 +46,35 @@ def _read_split(path: Path, folder: Path) -> SplitPairs:
             f"{path.name}: holds a JSON {type(content).__name__}; expected an object "
             "mapping user id -> list of item ids"
         )
-    users: list[int] = []
-    items: list[int] = []
-    for key, value in content.items():
-        user = _user_id(key, path.name)
-        user_items = _item_ids(value, key, path.name)
-        users.extend([user] * len(user_items))
-        items.extend(user_items)
+    keys = list(content)
+    values = list(content.values())
+    items = np.array(_flat_items(keys, values, path.name), dtype=np.int64)
+    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
     return SplitPairs(
-        users=np.asarray(users, dtype=np.int64),
-        items=np.asarray(items, dtype=np.int64),
-        source=path.name,
+        users=np.repeat(_user_ids(keys, path.name), lengths), items=items, source=path.name
     )
+
+
+def _flat_items(keys: list[str], values: list[Any], name: str) -> list[int]:
+    """Every user's item ids, in order; when a value is not a list of integers, the
+    error names the first user whose key or value is bad, as a pass over the users would."""
+    if not all(type(value) is list for value in values) or not set(
+        map(type, itertools.chain.from_iterable(values))
+    ) <= {int}:
+        for key, value in zip(keys, values, strict=True):
+            _user_id(key, name)
+            _item_ids(value, key, name)
+    return list(itertools.chain.from_iterable(values))
+
+
+def _user_ids(keys: list[str], name: str) -> np.ndarray:
+    """The keys as int64 ids; the error names the first key that is not an integer."""
+    try:
+        return np.fromiter(map(int, keys), dtype=np.int64, count=len(keys))
+    except ValueError:
+        for key in keys:
+            _user_id(key, name)
+        raise
 
 
 def _user_id(key: str, name: str) -> int:
@@ -68,7 +86,7 @@ def _user_id(key: str, name: str) -> int:
         ) from exc
 
 
-def _item_ids(value: Any, key: str, name: str) -> list[int]:
+def _item_ids(value: Any, key: str, name: str) -> None:
     if not isinstance(value, list) or not all(
         isinstance(item, int) and not isinstance(item, bool) for item in value
     ):
@@ -76,4 +94,3 @@ def _item_ids(value: Any, key: str, name: str) -> list[int]:
             f"{name}: user {key!r} maps to {json.dumps(value)[:80]}; expected a list of "
             "integer item ids"
         )
-    return value

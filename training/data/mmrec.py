@@ -4,6 +4,11 @@ The header names the columns (``userID``, ``itemID`` and ``x_label`` are require
 others, such as ``rating`` or ``timestamp``, are ignored). ``x_label`` is 0 for train,
 1 for valid and 2 for test. Ids are non-negative integers; the user count is the
 largest user id + 1.
+
+The file is parsed by pyarrow's multi-threaded CSV reader. When that reader refuses the
+file (a short line, a field that is not an integer), the line-by-line parser reads it
+again to say exactly which line is wrong, so a bad file gets the same precise error
+either way (and the rare field only Python's ``int`` accepts, such as ``+1``, loads).
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from training.data.errors import DataFormatError
 from training.data.interactions import SPLITS, RawInteractions, SplitPairs
@@ -34,12 +41,10 @@ def read_mmrec(folder: Path) -> RawInteractions:
         )
     path = files[0]
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise DataFormatError(f"{path.name}: cannot read the file ({exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path.name}: not UTF-8 text ({exc})") from exc
-    rows = _parse(text, path.name)
+    rows = _parse(data, path.name)
     labels = rows[:, 2]
     splits = {
         split: SplitPairs(
@@ -52,10 +57,15 @@ def read_mmrec(folder: Path) -> RawInteractions:
     return RawInteractions(splits=splits, shape=None)
 
 
-def _parse(text: str, name: str) -> np.ndarray:
+def _parse(data: bytes, name: str) -> np.ndarray:
     """(n, 3) int64 array of userID, itemID, x_label, one row per data line."""
-    lines = text.splitlines()
-    header = lines[0].split("\t") if lines else []
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataFormatError(f"{name}: not UTF-8 text ({exc})") from exc
+    first = data.split(b"\n", 1)[0].decode("utf-8").splitlines()
+    header = first[0].split("\t") if first else []
     missing = [column for column in REQUIRED if column not in header]
     if missing or len(set(header)) != len(header):
         raise DataFormatError(
@@ -63,6 +73,46 @@ def _parse(text: str, name: str) -> np.ndarray:
             f"including {', '.join(REQUIRED)} (missing: {', '.join(missing) or 'none'}), "
             "each once"
         )
+    rows = _read_columns(data, header)
+    if rows is None:
+        rows = _parse_lines(data.decode("utf-8"), header, name)
+    bad = ~np.isin(rows[:, 2], (0, 1, 2))
+    if bad.any():
+        first_bad = int(np.argmax(bad))
+        raise DataFormatError(
+            f"{name}: line {first_bad + 2} has x_label {rows[first_bad, 2]}; expected 0 (train), "
+            "1 (valid) or 2 (test)"
+        )
+    return rows
+
+
+def _read_columns(data: bytes, header: list[str]) -> np.ndarray | None:
+    """The required columns by pyarrow's reader, or ``None`` when it refuses a line."""
+    try:
+        table = pa_csv.read_csv(
+            pa.BufferReader(data),
+            read_options=pa_csv.ReadOptions(column_names=header, skip_rows=1),
+            parse_options=pa_csv.ParseOptions(
+                delimiter="\t", quote_char=False, ignore_empty_lines=False
+            ),
+            convert_options=pa_csv.ConvertOptions(
+                include_columns=list(REQUIRED),
+                column_types=dict.fromkeys(REQUIRED, pa.int64()),
+                null_values=[],
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid:
+        return None
+    rows = np.empty((table.num_rows, len(REQUIRED)), dtype=np.int64)
+    for out, column in enumerate(REQUIRED):
+        rows[:, out] = table.column(column).to_numpy()
+    return rows
+
+
+def _parse_lines(text: str, header: list[str], name: str) -> np.ndarray:
+    """The line-by-line parse: raises the precise error for the first bad line."""
+    lines = text.splitlines()
     columns = [header.index(column) for column in REQUIRED]
     rows = np.empty((len(lines) - 1, 3), dtype=np.int64)
     for number, line in enumerate(lines[1:], start=2):
@@ -74,13 +124,6 @@ def _parse(text: str, name: str) -> np.ndarray:
             )
         for out, column in enumerate(columns):
             rows[number - 2, out] = _integer(fields[column], REQUIRED[out], number, name)
-    bad = ~np.isin(rows[:, 2], (0, 1, 2))
-    if bad.any():
-        first = int(np.argmax(bad))
-        raise DataFormatError(
-            f"{name}: line {first + 2} has x_label {rows[first, 2]}; expected 0 (train), "
-            "1 (valid) or 2 (test)"
-        )
     return rows
 
 
