@@ -21,13 +21,17 @@ from typing import Any
 
 import numpy as np
 
+from bundle.content import ContentMap, check
+
 FORMAT_NAME = "promptmm-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)  # 2 adds the optional content map; 1 reads unchanged
 MANIFEST = "manifest.json"
 EMBEDDINGS = "embeddings.npz"
 INTERACTIONS = "interactions.npz"
 IDS = "ids.json"
 PROPAGATION = "propagation.npz"
+CONTENT_MAP = "content_map.npz"
 LATEST = "LATEST"
 DATA_FILES = (EMBEDDINGS, INTERACTIONS, IDS)
 # propagation.npz must reproduce user_embeddings to within this times max(1, max |entry|)
@@ -52,6 +56,10 @@ class Bundle:
     ``0..n_layers-1`` (layer 0 is the item ego table; ``n_layers`` = 0 for MF). They are
     optional (both present or both ``None``) and, when present, reproduce
     ``user_embeddings`` through :func:`fold_in_user` over each user's training items.
+
+    ``content_map`` (format 2, optional) maps an item's modality features to its embedding
+    (:func:`bundle.content.content_embeddings`); the items without a training interaction
+    were given their content embedding at export.
     """
 
     user_embeddings: np.ndarray
@@ -68,6 +76,7 @@ class Bundle:
     created_at: str = ""
     user_ego: np.ndarray | None = None
     item_layers: np.ndarray | None = None
+    content_map: ContentMap | None = None
 
     @property
     def n_users(self) -> int:
@@ -263,6 +272,16 @@ def validate(bundle: Bundle) -> None:
     _check_ids(bundle.user_ids, users.shape[0], "users")
     _check_ids(bundle.item_ids, items.shape[0], "items")
     _check_propagation(bundle)
+    if bundle.content_map is not None:
+        try:
+            check(bundle.content_map)
+        except ValueError as exc:
+            raise BundleError(f"{CONTENT_MAP}: {exc}") from exc
+        if bundle.content_map.dim != bundle.dim:
+            raise BundleError(
+                f"{CONTENT_MAP}: the map gives {bundle.content_map.dim}-d embeddings, "
+                f"the bundle's are {bundle.dim}-d"
+            )
 
 
 def new_version(dataset: str, now: datetime | None = None) -> str:
@@ -307,9 +326,14 @@ def write_bundle(bundle: Bundle, root: Path, *, update_latest: bool = True) -> P
             )
             names += (PROPAGATION,)
             extra["propagation"] = {"n_layers": bundle.n_layers}
+        if bundle.content_map is not None:
+            np.savez(staging / CONTENT_MAP, **bundle.content_map.arrays())  # type: ignore[arg-type]
+            names += (CONTENT_MAP,)
+            extra["content_map"] = bundle.content_map.describe()
         manifest = {
             "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            # a bundle without a content map stays readable by format-1 readers
+            "format_version": FORMAT_VERSION if bundle.content_map is not None else 1,
             "model_version": bundle.model_version,
             "created_at": bundle.created_at or datetime.now(UTC).isoformat(timespec="seconds"),
             "dataset": bundle.dataset,
@@ -373,9 +397,11 @@ def resolve(path: Path) -> Path:
     raise BundleError(f"{path}: neither a bundle (no {MANIFEST}) nor a models root (no {LATEST})")
 
 
-def _load_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
+def _load_npz(path: Path, keys: Sequence[str] | None) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` (all of them when ``None``) of the ``.npz`` at ``path``."""
     try:
         with np.load(path, allow_pickle=False) as archive:
+            keys = archive.files if keys is None else keys
             missing = [key for key in keys if key not in archive.files]
             if missing:
                 raise BundleError(f"{path.name}: missing arrays {missing}")
@@ -394,10 +420,10 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     if not isinstance(manifest, Mapping) or manifest.get("format") != FORMAT_NAME:
         raise BundleError(f"{directory / MANIFEST}: not a {FORMAT_NAME} manifest")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in SUPPORTED_VERSIONS:
         raise BundleError(
             f"{directory / MANIFEST}: format_version {version!r} is not supported "
-            f"(this reader supports {FORMAT_VERSION}); re-export the model"
+            f"(this reader supports {list(SUPPORTED_VERSIONS)}); re-export the model"
         )
     return dict(manifest)
 
@@ -410,7 +436,17 @@ def read_bundle(path: Path) -> Bundle:
     has_propagation = PROPAGATION in files
     if "propagation" in manifest and not has_propagation:
         raise BundleError(f"{MANIFEST}: has a 'propagation' key but lists no {PROPAGATION}")
-    for name in DATA_FILES + ((PROPAGATION,) if has_propagation else ()):
+    has_content_map = CONTENT_MAP in files
+    if has_content_map != ("content_map" in manifest):
+        raise BundleError(
+            f"{MANIFEST}: the 'content_map' key and the listed {CONTENT_MAP} go together"
+        )
+    if has_content_map and manifest.get("format_version") != 2:
+        raise BundleError(f"{MANIFEST}: a content map needs format_version 2")
+    optional = ((PROPAGATION,) if has_propagation else ()) + (
+        (CONTENT_MAP,) if has_content_map else ()
+    )
+    for name in DATA_FILES + optional:
         file_path = directory / name
         if not file_path.is_file():
             raise BundleError(f"{directory}: missing {name}")
@@ -422,6 +458,19 @@ def read_bundle(path: Path) -> Bundle:
     propagation = (
         _load_npz(directory / PROPAGATION, ("user_ego", "item_layers")) if has_propagation else {}
     )
+    content_map = None
+    if has_content_map:
+        described = manifest["content_map"]
+        if not isinstance(described, Mapping):
+            raise BundleError(f"{MANIFEST}: 'content_map' must be an object")
+        try:
+            content_map = ContentMap.from_arrays(
+                described, _load_npz(directory / CONTENT_MAP, None)
+            )
+        except ValueError as exc:
+            if isinstance(exc, BundleError):
+                raise
+            raise BundleError(f"{CONTENT_MAP}: {exc}") from exc
     try:
         ids = json.loads((directory / IDS).read_text(encoding="utf-8"))
         user_ids, item_ids = ids["users"], ids["items"]
@@ -444,6 +493,7 @@ def read_bundle(path: Path) -> Bundle:
         created_at=str(manifest.get("created_at", "")),
         user_ego=propagation.get("user_ego"),
         item_layers=propagation.get("item_layers"),
+        content_map=content_map,
     )
     validate(bundle)
     for key, actual in (
