@@ -12,6 +12,7 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.finetune import FinetuneSetting
+from service.logs import LogFormat
 
 
 class Settings(BaseSettings):
@@ -101,6 +102,12 @@ class Settings(BaseSettings):
         description="BPR weight that keeps the user's scores near their previous values.",
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    log_format: LogFormat = Field(
+        "json", description="Log lines as JSON objects (json) or plain text (text)."
+    )
+    access_log: bool = Field(
+        True, description="One log line per HTTP request (at INFO, so log_level INFO or lower)."
+    )
 
     @model_validator(mode="after")
     def _writes_need_a_key(self) -> Settings:
