@@ -21,7 +21,7 @@ from service.heap import freeze_long_lived
 from service.logs import RequestLogMiddleware, configure_logging
 from service.metrics import Metrics, MetricsMiddleware
 from service.recommender import Recommender
-from service.routes import routers
+from service.routes import demo, routers
 from service.security import BodySizeLimitMiddleware
 from service.store import open_store
 
@@ -73,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)
+    if settings.demo:
+        app.include_router(demo.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestLogMiddleware, access_log=settings.access_log)
