@@ -1,5 +1,5 @@
 """The demo page in headless Chromium (Debian's ``chromium``, driven by Playwright) against a
-real uvicorn process: pick a user, like an item, and the list changes.
+real uvicorn process: pick a user, like an item, and the list changes; type an unknown user.
 
 Skips only where Chromium is not installed (``scripts/test.sh`` installs it as root).
 """
@@ -133,6 +133,14 @@ def test_pick_a_user_like_an_item_and_watch_the_list_change(
         )
         assert new_rows == entered
         page.screenshot(path=tmp_path / "demo.png")
+
+        page.fill("#user-id", "someone-new")
+        page.click("#show")
+        sync_api.expect(page.locator("#fact-user")).to_have_text("someone-new")
+        sync_api.expect(page.locator("#fact-fallback")).to_have_text(
+            "fallback: popular (unknown user)"
+        )
+        sync_api.expect(rows).to_have_count(K)
         browser.close()
 
     assert elsewhere == [], "the page must load nothing from another origin"
