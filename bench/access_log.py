@@ -1,25 +1,36 @@
-"""What the access log costs ``/recommend``: req/s with it off, as JSON lines, as text.
+"""What the access log costs ``/recommend``: with it off, as JSON lines, as text.
 
     python -m bench.access_log [--bundle models/tiktok] [--connections 16] [--seconds 8]
 
-One service per variant (the container's command, a fresh SQLite store, ``log_level`` INFO,
+Two measurements. **In process**: the app (its whole middleware and routing stack, no
+HTTP server) answers ``POST /recommend`` called as ASGI, ``--requests`` calls per variant
+and repeat, the process's CPU time per call, the minimum over ``--repeats`` interleaved
+repeats (the least disturbed by other jobs on this shared machine). **Over HTTP**: one
+service per variant (the container's command, a fresh SQLite store, ``log_level`` INFO,
 its lines written to a file as a container's stdout would be), each pinned to CPU 0 and
-loaded in turn by ``wrk`` on CPU 1 (see :mod:`bench.wrk_load`), ``--rounds`` times, so that
-drift on this shared machine hits every variant alike. The ratio to "off" within a round is
-one number to read; the other, steadier when other jobs load the machine, is the server's CPU
-time per request (``/proc/<pid>/stat`` user + system over the phase, divided by requests).
-Writes ``bench/results/access-log.md``.
+loaded in turn by ``wrk`` on CPU 1 (see :mod:`bench.wrk_load`), ``--rounds`` times; the
+ratio to "off" within a round and the server's CPU time per request (``/proc/<pid>/stat``)
+are the numbers to read. Writes ``bench/results/access-log.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
 import os
+import random
 import shutil
 import statistics
+import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
 
 from bench.common import (
     RESULTS_DIR,
@@ -33,6 +44,9 @@ from bench.common import (
 from bench.harness import ServiceProcess
 from bench.wrk_load import CLIENT_CPU, SERVER_CPU, recommend_script, start_pinned, wrk_phase
 from bundle import read_bundle
+from service.config import load_settings
+from service.logs import configure_logging
+from service.main import create_app
 
 VARIANTS: dict[str, dict[str, str]] = {
     "off": {"PROMPTMM_ACCESS_LOG": "false"},
@@ -59,7 +73,7 @@ def measured(
 def run(
     bundle: Path, connections: int, seconds: float, rounds: int, seed: int, workdir: Path
 ) -> tuple[list[dict[str, tuple[LatencyStats, float]]], dict[str, int]]:
-    """Per round, each variant's stats and CPU µs per request; the bytes of each log."""
+    """Per round, each variant's stats and CPU µs per request; each log's bytes per line."""
     users = workdir / "users.txt"
     users.write_text("\n".join(read_bundle(bundle).user_ids) + "\n")
     script = recommend_script(users, seed)
@@ -86,7 +100,13 @@ def run(
     finally:
         for service in services.values():
             service.stop()
-    return results, {name: (workdir / f"{name}.log").stat().st_size for name in VARIANTS}
+    return results, {name: _bytes_per_line(workdir / f"{name}.log") for name in VARIANTS}
+
+
+def _bytes_per_line(log: Path) -> int:
+    """Mean bytes of the access lines of ``log`` (0 when it has none)."""
+    lines = [line for line in log.read_bytes().splitlines() if b"service.access" in line]
+    return round(sum(len(line) + 1 for line in lines) / len(lines)) if lines else 0
 
 
 def table(results: Sequence[dict[str, tuple[LatencyStats, float]]]) -> str:
@@ -125,6 +145,106 @@ def table(results: Sequence[dict[str, tuple[LatencyStats, float]]]) -> str:
     return markdown_table([*headers, "req/s / off", "server CPU µs/request", "CPU µs vs off"], rows)
 
 
+async def _call(app: FastAPI, body: bytes) -> None:
+    """One ``POST /recommend`` through the app's ASGI interface; raise unless 200."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/recommend",
+        "raw_path": b"/recommend",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        return pending.pop() if pending else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    if status != 200:
+        raise RuntimeError(f"POST /recommend answered {status}")
+
+
+async def _in_process(
+    bundle: Path, workdir: Path, n_requests: int, repeats: int, seed: int
+) -> dict[str, float]:
+    users = read_bundle(bundle).user_ids
+    rng = random.Random(seed)
+    bodies = [
+        f'{{"user_id":"{rng.choice(users)}","k":20,"exclude_seen":true}}'.encode()
+        for _ in range(n_requests)
+    ]
+    apps = {
+        access_log: create_app(
+            load_settings(
+                bundle_path=bundle,
+                store_path=workdir / f"in-process-{access_log}.sqlite3",
+                allow_open_writes=True,
+                log_level="INFO",
+                access_log=access_log,
+            )
+        )
+        for access_log in (False, True)
+    }
+    best = dict.fromkeys(VARIANTS, float("inf"))
+    async with contextlib.AsyncExitStack() as stack:
+        for app in apps.values():
+            await stack.enter_async_context(app.router.lifespan_context(app))
+        for repeat in range(repeats + 1):  # the first pass warms the caches up
+            for name in VARIANTS:
+                configure_logging("INFO", "text" if name == "text" else "json")
+                app = apps[name != "off"]
+                started = time.process_time()
+                for body in bodies:
+                    await _call(app, body)
+                spent = (time.process_time() - started) * 1e6 / n_requests
+                if repeat:
+                    best[name] = min(best[name], spent)
+    return best
+
+
+def in_process(bundle: Path, workdir: Path, n_requests: int, repeats: int, seed: int) -> str:
+    """The in-process table (the lines go to a file, as the server's would, and nowhere
+    else: this benchmark's own log handlers are detached meanwhile)."""
+    root = logging.getLogger()
+    own_handlers, real_stderr = root.handlers[:], sys.stderr
+    with (workdir / "in-process.log").open("w", encoding="utf-8") as log:
+        sys.stderr = log
+        for handler in own_handlers:
+            root.removeHandler(handler)
+        try:
+            best = asyncio.run(_in_process(bundle, workdir, n_requests, repeats, seed))
+        finally:
+            sys.stderr = real_stderr
+            for handler in root.handlers[:]:
+                root.removeHandler(handler)
+            for handler in own_handlers:
+                root.addHandler(handler)
+    rows = [
+        [
+            name,
+            f"{best[name]:.1f}",
+            "" if name == "off" else f"{best[name] - best['off']:+.1f}",
+            f"{best['off'] / best[name]:.3f}",
+        ]
+        for name in VARIANTS
+    ]
+    headers = ["access log", "CPU µs per request", "vs off", "requests/CPU-second / off"]
+    return markdown_table(headers, rows)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.access_log", description=__doc__)
     parser.add_argument("--bundle", type=Path, default=None, help="bundle or models root")
@@ -132,36 +252,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="per variant and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--requests", type=int, default=2000, help="in process, per repeat")
+    parser.add_argument("--repeats", type=int, default=7, help="in process")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "access-log.md")
     args = parser.parse_args(argv)
     setup_logging()
-    if args.connections < 1 or args.rounds < 1 or not args.seconds > 0:
-        parser.error("--connections and --rounds must be >= 1 and --seconds > 0")
+    if min(args.connections, args.rounds, args.requests, args.repeats) < 1 or not args.seconds > 0:
+        parser.error("--connections, --rounds, --requests, --repeats must be >= 1, --seconds > 0")
     if shutil.which("wrk") is None:
         parser.error("wrk is not on PATH: install it (Debian: apt-get install wrk)")
     if not {SERVER_CPU, CLIENT_CPU} <= os.sched_getaffinity(0):
         parser.error(f"needs CPUs {SERVER_CPU} and {CLIENT_CPU}")
     bundle = ensure_tiktok_bundle(args.bundle)
     with tempfile.TemporaryDirectory(prefix="promptmm-access-log-") as tmp:
-        results, log_bytes = run(
+        local = in_process(bundle, Path(tmp), args.requests, args.repeats, args.seed)
+        results, line_bytes = run(
             bundle, args.connections, args.seconds, args.rounds, args.seed, Path(tmp)
         )
-    requests = {name: sum(stats[name][0].requests for stats in results) for name in VARIANTS}
-    per_line = ", ".join(
-        f"{name} {log_bytes[name] / max(requests[name], 1):.0f} B"
-        for name in VARIANTS
-        if name != "off"
-    )
+    per_line = ", ".join(f"{name} {line_bytes[name]} B" for name in VARIANTS if name != "off")
     notes = (
         f"Bundle `{read_bundle(bundle).model_version}`, `POST /recommend` (k=20, random "
-        f"bundle users, response cache on: the cheapest request, so the largest relative "
-        f"cost), one uvicorn worker per variant pinned to CPU {SERVER_CPU}, wrk (1 thread, "
-        f"{args.connections} keep-alive connections, {args.seconds:g} s per variant and round) "
-        f"on CPU {CLIENT_CPU}; variants loaded in turn, {args.rounds} rounds. Each service "
-        f"logs at INFO to a file (log bytes per request: {per_line}). The machine is shared "
-        "with other engineers' jobs: compare within a round."
+        "bundle users, response cache on: the cheapest request, so the largest relative "
+        "cost), log_level INFO, the lines written to a file. The machine is shared with "
+        "other engineers' jobs (see the load average above): compare within one table."
     )
-    text = write_report(args.out, "Access log cost on /recommend (wrk)", [notes, table(results)])
+    local_notes = (
+        f"The app called as ASGI in this process, {args.requests} requests per variant and "
+        f"repeat, CPU time per request, minimum of {args.repeats} interleaved repeats."
+    )
+    http_notes = (
+        f"One uvicorn worker per variant pinned to CPU {SERVER_CPU}, wrk (1 thread, "
+        f"{args.connections} keep-alive connections, {args.seconds:g} s per variant and "
+        f"round) on CPU {CLIENT_CPU}; variants loaded in turn, {args.rounds} rounds. An "
+        f"access line is on average {per_line}."
+    )
+    text = write_report(
+        args.out,
+        "Access log cost on /recommend",
+        [
+            notes,
+            "## In process\n\n" + local_notes + "\n\n" + local,
+            "## Over HTTP (wrk)\n\n" + http_notes + "\n\n" + table(results),
+        ],
+    )
     print(text)
     return 0
 
