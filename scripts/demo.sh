@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: set up, train a small model if none is exported yet, serve it with the embedded
-# store (no external services), and show working curl calls against it.
+# store (no external services), show working curl calls against it and the demo page's URL.
 #   bash scripts/demo.sh            # keeps serving until Ctrl-C
 #   bash scripts/demo.sh --check    # runs the examples and exits (used to verify this script)
 # Data: ../shared/datasets/tiktok when present, else a seeded synthetic multi-modal dataset.
@@ -36,6 +36,7 @@ mkdir -p "$REPO/data"
 export PROMPTMM_BUNDLE_PATH="$MODELS/$NAME"
 export PROMPTMM_STORE_PATH="${PROMPTMM_STORE_PATH:-$REPO/data/demo.sqlite3}"
 export PROMPTMM_API_KEY="${PROMPTMM_API_KEY:-demo-$("$PY" -c 'import secrets; print(secrets.token_hex(8))')}"
+export PROMPTMM_DEMO=true PROMPTMM_LOG_FORMAT="${PROMPTMM_LOG_FORMAT:-text}"
 
 echo "==> serving models/$NAME on http://127.0.0.1:$PORT (embedded SQLite store $PROMPTMM_STORE_PATH)"
 "$PY" -m uvicorn service.main:create_app --factory --host 127.0.0.1 --port "$PORT" \
@@ -60,7 +61,9 @@ echo "==> try it: recommend, post an interaction, recommend again (the item is n
 run "$RECOMMEND"
 run "$INTERACT"
 run "$RECOMMEND"
+curl -fsS "$BASE/demo" -o /dev/null || { echo "the demo page does not answer" >&2; exit 1; }
 echo "OpenAPI docs: http://127.0.0.1:$PORT/docs   metrics: http://127.0.0.1:$PORT/metrics"
+echo "==> demo page: http://127.0.0.1:$PORT/demo   (API key for likes: $PROMPTMM_API_KEY)"
 
 [ -n "$CHECK_ONLY" ] && exit 0
 echo "==> serving until Ctrl-C"

@@ -50,10 +50,11 @@ echo "==> tests use Redis at $PROMPTMM_TEST_REDIS_URL"
 missing=""
 command -v docker-compose >/dev/null || missing="$missing docker-compose"
 command -v nginx >/dev/null || missing="$missing nginx-light"
+command -v chromium >/dev/null || missing="$missing chromium"
 if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "==> installing$missing (to validate the compose files and nginx.conf; no Docker engine needed)"
+  echo "==> installing$missing (compose and nginx.conf checks; chromium for the demo page's browser test)"
   (apt-get update -qq && apt-get install -y -qq $missing >/dev/null) \
-    || echo "could not install$missing: tests/deploy will skip those CLI checks"
+    || echo "could not install$missing: the tests that need them will skip, saying so"
 fi
 
 echo "==> ruff"

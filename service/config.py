@@ -8,10 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import (
+    AliasChoices,
+    DirectoryPath,
+    Field,
+    FilePath,
+    SecretStr,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.finetune import FinetuneSetting
+from service.logs import LogFormat
 
 
 class Settings(BaseSettings):
@@ -104,6 +112,30 @@ class Settings(BaseSettings):
         description="BPR weight that keeps the user's scores near their previous values.",
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    log_format: LogFormat = Field(
+        "json", description="Log lines as JSON objects (json) or plain text (text)."
+    )
+    access_log: bool = Field(
+        True, description="One log line per HTTP request (at INFO, so log_level INFO or lower)."
+    )
+    demo: bool = Field(False, description="Serve the demo page at /demo (off in production).")
+    demo_titles: FilePath | None = Field(
+        None,
+        description=(
+            "Demo page: a JSON Lines file of item titles, one object per line with the item id "
+            "(field demo_titles_id_field) and a title."
+        ),
+    )
+    demo_titles_id_field: str = Field(
+        "item_id", min_length=1, description="The field of demo_titles that holds the item id."
+    )
+    demo_images: DirectoryPath | None = Field(
+        None,
+        description=(
+            "Demo page: a folder of item pictures named <item id>.jpg|jpeg|png|webp|gif, "
+            "served for the served catalog's items only."
+        ),
+    )
 
     @model_validator(mode="after")
     def _writes_need_a_key(self) -> Settings:

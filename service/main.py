@@ -18,9 +18,10 @@ from starlette.concurrency import run_in_threadpool
 from service.config import Settings, check_bundle_path, load_settings
 from service.errors import install_error_handlers
 from service.heap import freeze_long_lived
+from service.logs import RequestLogMiddleware, configure_logging
 from service.metrics import Metrics, MetricsMiddleware
 from service.recommender import Recommender
-from service.routes import routers
+from service.routes import demo, routers
 from service.security import BodySizeLimitMiddleware
 from service.store import open_store
 
@@ -33,21 +34,10 @@ DESCRIPTION = (
 )
 
 
-def _configure_logging(level: str) -> None:
-    """Set the service's log level; give it a stderr handler when nothing else logs it."""
-    service_logger = logging.getLogger("service")
-    service_logger.setLevel(level.upper())
-    if not service_logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-        service_logger.addHandler(handler)
-
-
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
-    _configure_logging(settings.log_level)
     check_bundle_path(settings.bundle_path)
     store = open_store(settings)
     try:
@@ -70,6 +60,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; ``settings`` default to the environment (``PROMPTMM_*``, ``REDIS_URL``)."""
     settings = settings if settings is not None else load_settings()
+    configure_logging(settings.log_level, settings.log_format)
     app = FastAPI(
         title="PromptMM recommendations",
         description=DESCRIPTION,
@@ -83,6 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)
+    if settings.demo:
+        app.include_router(demo.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestLogMiddleware, access_log=settings.access_log)
     return app

@@ -38,7 +38,9 @@ from tests.deploy.settings_env import (
 
 # Settings whose commented example in the template is the value used in the containers
 # (a container path, the compose Redis) rather than the service default.
-CONTAINER_EXAMPLES = frozenset({"PROMPTMM_STORE_PATH", "REDIS_URL"})
+CONTAINER_EXAMPLES = frozenset(
+    {"PROMPTMM_STORE_PATH", "REDIS_URL", "PROMPTMM_DEMO_TITLES", "PROMPTMM_DEMO_IMAGES"}
+)
 _ASSIGNMENT = re.compile(r"^(?P<commented>#)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
 
 
