@@ -110,8 +110,8 @@ def test_scores_do_not_depend_on_the_chunk() -> None:
     gen = torch.Generator().manual_seed(5)
     users, items = torch.randn(100, 64, generator=gen), torch.randn(3000, 64, generator=gen)
     item_t64 = items.double().T
-    batched = _masked_scores(users, item_t64, np.arange(100), [])
-    single = torch.cat([_masked_scores(users, item_t64, np.array([u]), []) for u in range(100)])
+    batched = _masked_scores(users, item_t64, torch.arange(100), [])
+    single = torch.cat([_masked_scores(users, item_t64, torch.tensor([u]), []) for u in range(100)])
     assert torch.equal(batched, single)
 
 
