@@ -75,6 +75,8 @@ def _pipeline(args: argparse.Namespace, config: Any = None, **options: Any) -> i
 
     config = config or _load(args)
     with process_group(config.run.device) as dist:
+        if not dist.is_main:
+            logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs the run
         result = run_pipeline(config, **options)
     if dist.is_main:
         _report(result.summary)
