@@ -117,6 +117,8 @@ def test_a_bad_rank_variable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -
     from training.distributed import process_group
 
     monkeypatch.setenv("WORLD_SIZE", "two")
-    with pytest.raises(ValueError, match="WORLD_SIZE='two' is not an integer"):
-        with process_group("cpu"):
-            pass
+    with (
+        pytest.raises(ValueError, match="WORLD_SIZE='two' is not an integer"),
+        process_group("cpu"),
+    ):
+        pass

@@ -118,7 +118,8 @@ def _check_epoch_excludes_exactly_the_training_items(device: str) -> None:
     assert not bool(dense[users[:, None], sample.list_negatives].any())
     # the steps' slices tile the epoch
     u3, p3, n3 = sample.batch(3)
-    assert torch.equal(u3, users[192:256]) and torch.equal(n3, neg[192:256])
+    assert torch.equal(u3, users[192:256]) and torch.equal(p3, pos[192:256])
+    assert torch.equal(n3, neg[192:256])
     assert torch.equal(sample.batch_list_negatives(3), sample.list_negatives[192:256])
     # exactly the training items are excluded: every other item of a user is drawn
     for user in (1, 5, 9):
