@@ -48,14 +48,16 @@ def _line(stage: str, split: str, metrics: dict[str, float]) -> str:
 
 
 def _report(summary: dict[str, Any]) -> None:
-    lines = [f"dataset {summary['dataset']} on {summary['device']}; {summary['ndcg']}"]
+    processes = f" x {summary['processes']} processes" if summary["processes"] > 1 else ""
+    lines = [f"dataset {summary['dataset']} on {summary['device']}{processes}; {summary['ndcg']}"]
     lines += [summary["protocol"]["valid"], summary["protocol"]["test"], summary["selection"]]
     for stage in ("teacher", "student"):
         if stage in summary:
             part = summary[stage]
             lines.append(
                 f"{stage}: best epoch {part['best_epoch']} of {part['epochs_run']} "
-                f"({part['seconds']}s)"
+                f"({part['seconds']}s; {part['epoch_s']}s per training epoch, "
+                f"{part['samples_per_s']:.0f} triples/s)"
             )
             lines += [_line(stage, "valid", part["valid"]), _line(stage, "test", part["test"])]
     if "bundle" in summary:
@@ -64,12 +66,19 @@ def _report(summary: dict[str, Any]) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-def _pipeline(args: argparse.Namespace, **options: Any) -> int:
+def _pipeline(args: argparse.Namespace, config: Any = None, **options: Any) -> int:
+    """Run the pipeline (on every rank when started by ``torchrun``); rank 0 reports."""
+    from training.distributed import process_group
     from training.pipeline import run_pipeline
 
-    result = run_pipeline(_load(args), **options)
-    _report(result.summary)
-    sys.stdout.write(f"run folder: {result.run_dir}\n")
+    config = config or _load(args)
+    with process_group(config.run.device) as dist:
+        if not dist.is_main:
+            logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs the run
+        result = run_pipeline(config, **options)
+    if dist.is_main:
+        _report(result.summary)
+        sys.stdout.write(f"run folder: {result.run_dir}\n")
     return 0
 
 
@@ -86,17 +95,13 @@ def student_command(args: argparse.Namespace) -> int:
 
     config = _load(args)
     stage1 = dataclasses.replace(config.stage1, enabled=False)
-    from training.pipeline import run_pipeline
-
-    result = run_pipeline(
+    return _pipeline(
+        args,
         dataclasses.replace(config, stage1=stage1),
         export=not args.no_export,
         teacher_from=args.teacher,
         warm_start_from=args.warm_start,
     )
-    _report(result.summary)
-    sys.stdout.write(f"run folder: {result.run_dir}\n")
-    return 0
 
 
 def evaluate_command(args: argparse.Namespace) -> int:

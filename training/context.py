@@ -1,18 +1,25 @@
-"""What both stages share, built once per run: device, graph, prepared features, sampler."""
+"""What both stages share, built once per run: device, graph, prepared features, sampler,
+the evaluators of the validation and test splits, and the process's place in a distributed run.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from training.config import Config, EvalConfig
 from training.data import Dataset
-from training.evaluate import evaluate
+from training.distributed import Distributed, current
+from training.evaluate import Evaluator
 from training.graph import normalized_adjacency
 from training.sampling import InteractionSampler
 
@@ -39,9 +46,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def configure_threads(threads: int) -> None:
-    """Use ``threads`` CPU threads (0: all cores the process may use)."""
-    count = threads or len(os.sched_getaffinity(0))
+def configure_threads(threads: int, processes: int = 1) -> None:
+    """Use ``threads`` CPU threads (0: the cores the process may use, shared by the
+    ``processes`` training processes of this machine)."""
+    count = threads or len(os.sched_getaffinity(0)) // processes
     torch.set_num_threads(max(1, count))
 
 
@@ -69,44 +77,67 @@ class TrainingContext:
     sampler: InteractionSampler
     generator: torch.Generator
     eval: EvalConfig
+    dist: Distributed = field(default_factory=Distributed)
 
-    def validate(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> dict[str, float]:
-        """Validation metrics (training items masked)."""
-        return evaluate(
-            user_emb,
-            item_emb,
-            self.dataset.valid,
-            exclude=[self.dataset.train],
+    def _evaluator(self, target: sp.spmatrix, exclude: list[sp.spmatrix]) -> Evaluator:
+        return Evaluator(
+            target,
+            exclude,
             ks=self.eval.ks,
             ndcg=self.eval.ndcg,
             chunk_size=self.eval.chunk_size,
+            device=self.device,
         )
+
+    @cached_property
+    def _valid(self) -> Evaluator:
+        return self._evaluator(self.dataset.valid, [self.dataset.train])
+
+    @cached_property
+    def _test(self) -> Evaluator:
+        return self._evaluator(self.dataset.test, [self.dataset.train, self.dataset.valid])
+
+    def validate(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> dict[str, float]:
+        """Validation metrics (training items masked); the split goes to the device once."""
+        return self._valid(user_emb, item_emb)
 
     def test(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> dict[str, float]:
         """Test metrics (training and validation items masked)."""
-        return evaluate(
-            user_emb,
-            item_emb,
-            self.dataset.test,
-            exclude=[self.dataset.train, self.dataset.valid],
-            ks=self.eval.ks,
-            ndcg=self.eval.ndcg,
-            chunk_size=self.eval.chunk_size,
-        )
+        return self._test(user_emb, item_emb)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Optimiser steps of one epoch: the training interactions once over, in batches of
+        ``batch_size`` triples on every rank."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        return max(1, math.ceil(int(self.dataset.train.nnz) / (batch_size * self.dist.world_size)))
+
+    def share_parameters(self, params: Sequence[torch.nn.Parameter]) -> Callable[[], None] | None:
+        """Start every rank from rank 0's ``params``; return the gradient averaging to run
+        after each backward (None in a one-process run)."""
+        if not self.dist.enabled:
+            return None
+        self.dist.broadcast_parameters(params)
+        return lambda: self.dist.average_gradients(params)
+
+    def seed_sampler(self, seed: int) -> None:
+        """Restart this rank's sampling stream from ``seed`` (see :meth:`Distributed.seed`)."""
+        self.generator.manual_seed(self.dist.seed(seed))
 
 
 def build_context(dataset: Dataset, config: Config) -> TrainingContext:
     """Seed, pick the device, build the graph (train only), standardise features, sample."""
     seed_everything(config.run.seed)
-    configure_threads(config.run.threads)
-    device = resolve_device(config.run.device)
+    dist = current()
+    configure_threads(config.run.threads, dist.local_world_size)
+    device = dist.device(resolve_device(config.run.device))
     features = (
         standardize(dataset.features)
         if config.data.standardize_features
         else {name: m.astype(np.float32) for name, m in dataset.features.items()}
     )
     generator = torch.Generator(device=device)
-    generator.manual_seed(config.run.seed)
+    generator.manual_seed(dist.seed(config.run.seed))
     logger.info(
         "%s: %d users, %d items, %d train interactions, modalities %s, device %s",
         dataset.name,
@@ -125,4 +156,5 @@ def build_context(dataset: Dataset, config: Config) -> TrainingContext:
         sampler=InteractionSampler(dataset.train, device),
         generator=generator,
         eval=config.eval,
+        dist=dist,
     )

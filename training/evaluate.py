@@ -11,6 +11,11 @@ index first**. :func:`torch.topk` alone does not promise an order among equal sc
 the top-K is re-sorted by (score desc, index asc), and rows where equal scores straddle the
 K-th place fall back to a full stable sort of that row. Excluded items are never counted as
 hits; :func:`topk_items` reports them as ``-1``.
+
+Nothing dense over users x items ever exists, and nothing per chunk runs on the host: the
+masked and target entries of the evaluated users are put on the device once, as sorted
+``position * I + item`` keys (:class:`Evaluator` keeps them across calls, so a training run
+prepares its validation split once), and each chunk takes a slice of them.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import torch
 
 from training.metrics import NdcgKind, ranking_metrics
 
-__all__ = ["evaluate", "topk_items"]
+__all__ = ["Evaluator", "evaluate", "topk_items"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,34 +57,59 @@ def _as_csr(name: str, m: sp.spmatrix, shape: tuple[int, int]) -> sp.csr_matrix:
     return csr
 
 
-def _row_entries(csr: sp.csr_matrix, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(local_row, item)`` of the non-zeros of ``csr[users]``; ``local_row`` indexes ``users``."""
-    sub = csr[users]
-    rows = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(sub.indptr))
-    return rows, sub.indices.astype(np.int64)
+class _RowKeys:
+    """Rows ``users`` of a CSR matrix, kept on a device as sorted keys ``j * I + item``.
+
+    ``j`` is the position of the row in ``users`` (so keys are sorted when CSR indices are),
+    and the host keeps where each position's keys start: a chunk of positions
+    ``start..stop-1`` is one slice, with no host work or copy per chunk.
+    """
+
+    def __init__(self, csr: sp.csr_matrix, users: np.ndarray, device: torch.device) -> None:
+        sub = csr[users]
+        self.n_items = int(csr.shape[1])
+        self.offsets = sub.indptr.astype(np.int64)
+        rows = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(sub.indptr))
+        self.keys = torch.from_numpy(rows * self.n_items + sub.indices.astype(np.int64)).to(device)
+
+    def _slice(self, start: int, stop: int) -> torch.Tensor:
+        return self.keys[int(self.offsets[start]) : int(self.offsets[stop])]
+
+    def entries(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(row - start, item)`` of every stored entry of positions ``start..stop-1``."""
+        keys = self._slice(start, stop)
+        return keys // self.n_items - start, keys % self.n_items
+
+    def contains(self, start: int, items: torch.Tensor) -> torch.Tensor:
+        """(n, k) bool: whether ``items[j, c]`` is stored in the row at position ``start + j``."""
+        keys = self._slice(start, start + items.shape[0])
+        if keys.numel() == 0:
+            return torch.zeros_like(items, dtype=torch.bool)
+        local = torch.arange(start, start + items.shape[0], device=items.device).reshape(-1, 1)
+        query = (local * self.n_items + items).reshape(-1)
+        pos = torch.searchsorted(keys, query).clamp_(max=keys.numel() - 1)
+        member: torch.Tensor = (keys[pos] == query).reshape(items.shape)
+        return member
 
 
 def _masked_scores(
     user_emb: torch.Tensor,
     item_t64: torch.Tensor,
-    users: np.ndarray,
-    exclude: Sequence[sp.csr_matrix],
+    index: torch.Tensor,
+    masks: Sequence[tuple[torch.Tensor, torch.Tensor]],
 ) -> torch.Tensor:
-    """(n, I) float32 scores of ``users`` with excluded items set to ``-inf``.
+    """(n, I) float32 scores of users ``index`` with the ``masks`` entries set to ``-inf``.
 
-    ``item_t64`` is ``item_emb.T`` (d, I) in float64. Scores are accumulated in float64 and
-    rounded once to float32, so a user's scores do not depend on which other users share
-    the chunk (float32 BLAS/cuBLAS kernels sum in shape-dependent orders, which flipped
-    near-ties between a 1-user and a 100-user call).
+    ``item_t64`` is ``item_emb.T`` (d, I) in float64; each mask is ``(row, item)`` index
+    tensors with rows local to ``index``. Scores are accumulated in float64 and rounded once
+    to float32, so a user's scores do not depend on which other users share the chunk
+    (float32 BLAS/cuBLAS kernels sum in shape-dependent orders, which flipped near-ties
+    between a 1-user and a 100-user call).
     """
-    device = user_emb.device
-    index = torch.from_numpy(users).to(device)
     chunk64 = user_emb.index_select(0, index).to(torch.float64)
     scores = (chunk64 @ item_t64).to(torch.float32)
-    for m in exclude:
-        rows, cols = _row_entries(m, users)
-        if rows.size:
-            scores[torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)] = -np.inf
+    for rows, cols in masks:
+        scores[rows, cols] = -np.inf
     return scores
 
 
@@ -102,46 +132,110 @@ def _ranked_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     return values, indices
 
 
-def _is_member(csr: sp.csr_matrix, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
-    """(n, k) bool: whether ``items[j, c]`` is a stored entry of row ``users[j]`` of ``csr``."""
-    rows, cols = _row_entries(csr, users)
-    n_items = csr.shape[1]
-    keys = torch.from_numpy(rows * n_items + cols).to(items.device)  # sorted: CSR order
-    if keys.numel() == 0:
-        return torch.zeros_like(items, dtype=torch.bool)
-    local = torch.arange(items.shape[0], device=items.device).reshape(-1, 1)
-    query = local * n_items + items
-    pos = torch.searchsorted(keys, query.reshape(-1)).clamp_(max=keys.numel() - 1)
-    member: torch.Tensor = (keys[pos] == query.reshape(-1)).reshape(items.shape)
-    return member
-
-
-def _prepared_exclusions(
-    user_emb: torch.Tensor, item_emb: torch.Tensor, exclude: Sequence[sp.spmatrix]
-) -> list[sp.csr_matrix]:
-    """Check the embeddings; return ``exclude`` as CSR matrices over (U, I)."""
-    _check_embeddings(user_emb, item_emb)
-    shape = (user_emb.shape[0], item_emb.shape[0])
-    return [_as_csr(f"exclude[{j}]", m, shape) for j, m in enumerate(exclude)]
-
-
 def _ranked_chunks(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
-    users: np.ndarray,
-    exclude: list[sp.csr_matrix],
+    index: torch.Tensor,
+    exclude: Sequence[_RowKeys],
     k: int,
     chunk_size: int,
-) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-    """``(chunk, values, indices)``: the masked top-``k`` of ``users``, a chunk at a time."""
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """``(start, values, indices)``: the masked top-``k`` of the users ``index[start:...]``,
+    a chunk at a time, all on the embeddings' device (``exclude`` rows follow ``index``)."""
     with torch.no_grad():
         item_t64 = item_emb.to(torch.float64).T
-        for start in range(0, users.size, chunk_size):
-            chunk = users[start : start + chunk_size]
-            values, indices = _ranked_topk(_masked_scores(user_emb, item_t64, chunk, exclude), k)
-            yield chunk, values, indices
+        for start in range(0, index.numel(), chunk_size):
+            stop = min(start + chunk_size, index.numel())
+            masks = [m.entries(start, stop) for m in exclude]
+            scores = _masked_scores(user_emb, item_t64, index[start:stop], masks)
+            values, indices = _ranked_topk(scores, k)
+            yield start, values, indices
+
+
+def _check_chunk_size(chunk_size: int) -> None:
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+
+
+class Evaluator:
+    """All-ranking metrics against one held-out split, with its masks prepared once.
+
+    The target and ``exclude`` rows of the evaluated users (those with a target item) go to
+    ``device`` once, as sorted keys; each call then scores, masks, ranks and counts hits a
+    chunk of users at a time on the device, and reads back only the summed metrics.
+
+    Args:
+        target: (U, I) held-out interactions; users with no target item are skipped.
+        exclude: (U, I) matrices whose items are masked (training; + validation when testing).
+        ks: cut-offs, each in ``[1, I]``.
+        ndcg: ``"standard"`` or ``"lineage"`` (see :mod:`training.metrics`).
+        chunk_size: users scored at once (memory: ``chunk_size * I`` floats).
+        device: where the embeddings will be.
+        shape: the expected (U, I) (default: ``target``'s).
+    """
+
+    def __init__(
+        self,
+        target: sp.spmatrix,
+        exclude: Sequence[sp.spmatrix],
+        ks: Sequence[int] = (10, 20, 50),
+        ndcg: NdcgKind = "standard",
+        chunk_size: int = 2048,
+        device: torch.device | str = "cpu",
+        shape: tuple[int, int] | None = None,
+    ) -> None:
+        if shape is None:
+            if not sp.issparse(target) or target.ndim != 2:
+                raise ValueError(f"target must be a 2-D scipy sparse matrix, got {target!r}")
+            shape = (int(target.shape[0]), int(target.shape[1]))
+        excl = [_as_csr(f"exclude[{j}]", m, shape) for j, m in enumerate(exclude)]
+        target_csr = _as_csr("target", target, shape)
+        self.shape, self.ndcg = shape, ndcg
+        self.ks = [int(k) for k in ks]
+        if not self.ks or min(self.ks) < 1 or max(self.ks) > shape[1]:
+            raise ValueError(
+                f"every k in ks must be in [1, {shape[1]}] (the number of items), got {self.ks}"
+            )
+        _check_chunk_size(chunk_size)
+        self.chunk_size = chunk_size
+        n_target = np.diff(target_csr.indptr)
+        users = np.flatnonzero(n_target > 0)
+        if users.size == 0:
+            raise ValueError("target has no interaction: nothing to evaluate")
+        device = torch.device(device)
+        self.n_users = int(users.size)
+        self._index = torch.from_numpy(users).to(device)
+        self._n_target = torch.from_numpy(n_target[users].astype(np.int64)).to(device)
+        self._target = _RowKeys(target_csr, users, device)
+        self._exclude = [_RowKeys(m, users, device) for m in excl]
+
+    def __call__(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> dict[str, float]:
+        """``{"recall@k", "ndcg@k", "precision@k", "hit@k"}`` for each ``k``, averaged over
+        the evaluated users, plus ``"users"`` (their number)."""
+        _check_embeddings(user_emb, item_emb)
+        if (user_emb.shape[0], item_emb.shape[0]) != self.shape:
+            raise ValueError(
+                f"embeddings of {user_emb.shape[0]} users and {item_emb.shape[0]} items, but "
+                f"the evaluated split is {self.shape}"
+            )
+        if user_emb.device != self._index.device:
+            raise ValueError(
+                f"embeddings on {user_emb.device}, the evaluator on {self._index.device}"
+            )
+        totals: dict[str, torch.Tensor] = {}
+        for start, values, indices in _ranked_chunks(
+            user_emb, item_emb, self._index, self._exclude, max(self.ks), self.chunk_size
+        ):
+            hits = self._target.contains(start, indices) & torch.isfinite(values)
+            n_target = self._n_target[start : start + hits.shape[0]]
+            for name, values in ranking_metrics(hits, n_target, self.ks, self.ndcg).items():
+                chunk_sum = values.to(torch.float64).sum()
+                totals[name] = totals[name] + chunk_sum if name in totals else chunk_sum
+        means = (torch.stack(list(totals.values())) / self.n_users).tolist()  # one read-back
+        result = dict(zip(totals, means, strict=True))
+        result["users"] = float(self.n_users)
+        logger.debug("evaluated %d users: %s", self.n_users, result)
+        return result
 
 
 def evaluate(
@@ -168,28 +262,10 @@ def evaluate(
         ``{"recall@k", "ndcg@k", "precision@k", "hit@k"}`` for each ``k`` plus ``"users"``
         (the number of users evaluated).
     """
-    excl = _prepared_exclusions(user_emb, item_emb, exclude)
-    n_items = item_emb.shape[0]
-    target_csr = _as_csr("target", target, (user_emb.shape[0], n_items))
-    ks = [int(k) for k in ks]
-    if not ks or min(ks) < 1 or max(ks) > n_items:
-        raise ValueError(f"every k in ks must be in [1, {n_items}] (the number of items), got {ks}")
-    n_target_all = np.diff(target_csr.indptr)
-    users = np.flatnonzero(n_target_all > 0)
-    if users.size == 0:
-        raise ValueError("target has no interaction: nothing to evaluate")
-    totals: dict[str, torch.Tensor] = {}
-    for chunk, values, indices in _ranked_chunks(
-        user_emb, item_emb, users, excl, max(ks), chunk_size
-    ):
-        hits = _is_member(target_csr, chunk, indices) & torch.isfinite(values)
-        n_target = torch.from_numpy(n_target_all[chunk]).to(user_emb.device)
-        for name, per_user in ranking_metrics(hits, n_target, ks, ndcg).items():
-            totals[name] = totals.get(name, 0.0) + per_user.to(torch.float64).sum()
-    result = {name: float(total) / users.size for name, total in totals.items()}
-    result["users"] = float(users.size)
-    logger.debug("evaluated %d users: %s", users.size, result)
-    return result
+    _check_embeddings(user_emb, item_emb)
+    shape = (int(user_emb.shape[0]), int(item_emb.shape[0]))
+    evaluator = Evaluator(target, exclude, ks, ndcg, chunk_size, user_emb.device, shape)
+    return evaluator(user_emb, item_emb)
 
 
 def topk_items(
@@ -214,19 +290,24 @@ def topk_items(
         LongTensor (n, k) on the embeddings' device; ``-1`` fills the tail of a user who has
         fewer than ``k`` items left after exclusion.
     """
-    excl = _prepared_exclusions(user_emb, item_emb, exclude)
+    _check_embeddings(user_emb, item_emb)
     n_users, n_items = user_emb.shape[0], item_emb.shape[0]
+    excl = [_as_csr(f"exclude[{j}]", m, (n_users, n_items)) for j, m in enumerate(exclude)]
     if not 1 <= k <= n_items:
         raise ValueError(f"k must be in [1, {n_items}] (the number of items), got {k}")
+    _check_chunk_size(chunk_size)
     user_np = users.detach().cpu().numpy().astype(np.int64).reshape(-1)
     if user_np.size and (user_np.min() < 0 or user_np.max() >= n_users):
         raise ValueError(
             f"users must be indices in [0, {n_users}), got {user_np.min()}..{user_np.max()}"
         )
+    device = user_emb.device
+    masks = [_RowKeys(m, user_np, device) for m in excl]
+    index = torch.from_numpy(user_np).to(device)
     parts = [
         torch.where(torch.isfinite(values), indices, -1)
-        for _, values, indices in _ranked_chunks(user_emb, item_emb, user_np, excl, k, chunk_size)
+        for _, values, indices in _ranked_chunks(user_emb, item_emb, index, masks, k, chunk_size)
     ]
     if not parts:
-        return torch.empty(0, k, dtype=torch.long, device=user_emb.device)
+        return torch.empty(0, k, dtype=torch.long, device=device)
     return torch.cat(parts)

@@ -43,22 +43,37 @@ def check_finite(loss: torch.Tensor, parts: Mapping[str, float], where: str) -> 
 
 def optimise_epoch(
     steps: int,
-    step_loss: Callable[[], tuple[torch.Tensor, Mapping[str, torch.Tensor]]],
+    step_loss: Callable[[int], tuple[torch.Tensor, Mapping[str, torch.Tensor]]],
     optimizer: torch.optim.Optimizer,
     where: str,
+    after_backward: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """Run ``steps`` optimiser steps on ``step_loss()``; return the mean loss and parts."""
-    totals: dict[str, float] = {}
-    for _ in range(steps):
-        loss, parts = step_loss()
-        values = {name: float(part.detach()) for name, part in parts.items()}
-        check_finite(loss, values, where)
+    """Run ``steps`` optimiser steps on ``step_loss(step)``; return the mean loss and parts.
+
+    The losses are summed on their device and read back once, at the end of the epoch, so
+    the host never waits on the device between steps; a NaN or inf raises
+    :class:`NonFiniteLossError` then. ``after_backward`` runs between ``backward`` and the
+    optimiser step (the gradient all-reduce of a distributed run).
+    """
+    names: list[str] = []
+    totals: torch.Tensor | None = None
+    for step in range(steps):
+        loss, parts = step_loss(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if after_backward is not None:
+            after_backward()
         optimizer.step()
-        for name, value in {"loss": float(loss.detach()), **values}.items():
-            totals[name] = totals.get(name, 0.0) + value / steps
-    return totals
+        values = torch.stack([loss.detach(), *(part.detach() for part in parts.values())])
+        if totals is None:
+            names, totals = ["loss", *parts], values
+        else:
+            totals = totals + values
+    if totals is None:
+        raise ValueError(f"{where}: an epoch needs at least one step, got {steps}")
+    means = dict(zip(names, (totals / steps).tolist(), strict=True))
+    check_finite(torch.tensor(means["loss"]), means, where)
+    return means
 
 
 def total_loss(parts: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -73,13 +88,25 @@ def copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @dataclass(frozen=True)
 class FitResult:
-    """What the loop selected: the best epoch, its validation metrics and saved state."""
+    """What the loop selected: the best epoch, its validation metrics and saved state.
+
+    ``seconds`` is the whole loop; ``train_seconds`` only its training epochs (no
+    validation), over which ``samples`` triples were trained on (all ranks together).
+    """
 
     best_epoch: int
     best_valid: dict[str, float]
     best_state: State
     epochs_run: int
     seconds: float
+    train_seconds: float = 0.0
+    samples: int = 0
+
+    def throughput(self) -> dict[str, float]:
+        """Training speed: triples per second and mean seconds per training epoch."""
+        per_epoch = self.train_seconds / max(1, self.epochs_run)
+        rate = self.samples / self.train_seconds if self.train_seconds > 0 else 0.0
+        return {"samples_per_s": round(rate, 1), "epoch_s": round(per_epoch, 4)}
 
 
 def fit(
@@ -91,18 +118,24 @@ def fit(
     select_metric: str,
     run: RunDir | None = None,
     progress: bool = True,
+    samples_per_epoch: int = 0,
 ) -> FitResult:
-    """Run up to ``train.max_epochs`` epochs of ``stage`` with early stopping on validation."""
+    """Run up to ``train.max_epochs`` epochs of ``stage`` with early stopping on validation.
+
+    ``samples_per_epoch``: triples one training epoch trains on (for the throughput).
+    """
     best_epoch, best_value = 0, -math.inf
     best_valid: dict[str, float] = {}
     best_state: State = snapshot()
     started = time.perf_counter()
     bar = tqdm(range(1, train.max_epochs + 1), desc=stage, disable=not progress, leave=False)
-    epoch = 0
+    epoch, train_seconds = 0, 0.0
     for epoch in bar:
         epoch_start = time.perf_counter()
-        parts = train_epoch(epoch)
-        record: dict[str, Any] = {"epoch": epoch, **parts}
+        parts = train_epoch(epoch)  # returns after its losses are read back: work is done
+        train_time = time.perf_counter() - epoch_start
+        train_seconds += train_time
+        record: dict[str, Any] = {"epoch": epoch, **parts, "train_seconds": round(train_time, 4)}
         postfix = {"loss": f"{parts['loss']:.4f}"}
         if epoch % train.eval_every == 0 or epoch == train.max_epochs:
             metrics = validate()
@@ -135,4 +168,12 @@ def fit(
         epoch,
         seconds,
     )
-    return FitResult(best_epoch, best_valid, best_state, epoch, seconds)
+    return FitResult(
+        best_epoch,
+        best_valid,
+        best_state,
+        epoch,
+        seconds,
+        train_seconds,
+        samples_per_epoch * epoch,
+    )

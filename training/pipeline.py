@@ -3,6 +3,11 @@
 Stage 2 starts from a fresh seed (``run.seed`` + 1 for the sampler, the student's
 initialisation and dropout), so a student trained after a cached or loaded teacher sees
 exactly the same batches as one trained after stage 1 in the same process.
+
+In a distributed run (:mod:`training.distributed`) every rank trains; only rank 0 writes
+the run folder (its path is shared with the others), the checkpoints, the summary and the
+bundle. Each stage's summary carries its training throughput (triples per second over the
+training epochs, seconds per epoch) and, on CUDA, the peak memory allocated by the stage.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from training.context import (
 from training.data import Dataset, load_dataset
 from training.data.extra import read_interactions, with_interactions
 from training.export import check_same_ids, export_student
+from training.loop import FitResult
 from training.runs import STUDENT_CKPT, TEACHER_CKPT, RunDir
 from training.stage1 import TeacherBundle, build_teacher, train_teacher, validate_teacher
 from training.stage2 import StudentResult, train_student
@@ -82,20 +88,35 @@ def load_teacher(path: Path, ctx: TrainingContext) -> TeacherBundle:
 
 def reseed_for_student(ctx: TrainingContext, config: Config) -> None:
     seed_everything(config.run.seed + 1)
-    ctx.generator.manual_seed(config.run.seed + 1)
+    ctx.seed_sampler(config.run.seed + 1)
+
+
+def _reset_peak_memory(ctx: TrainingContext) -> None:
+    if ctx.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(ctx.device)
+
+
+def _speed(ctx: TrainingContext, fit: FitResult) -> dict[str, float]:
+    """The stage's throughput and, on CUDA, its peak allocated memory (GiB)."""
+    speed = fit.throughput()
+    if ctx.device.type == "cuda":
+        speed["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(ctx.device) / 2**30, 2)
+    return speed
 
 
 def teacher_stage(
     ctx: TrainingContext, config: Config, run: RunDir | None
 ) -> tuple[TeacherBundle, dict[str, Any]]:
     """Stage 1 with its summary (best epoch, validation and test metrics of the teacher)."""
+    _reset_peak_memory(ctx)
     teacher, fit = train_teacher(ctx, config, run)
     summary = {
         "best_epoch": fit.best_epoch,
         "epochs_run": fit.epochs_run,
         "seconds": round(fit.seconds, 1),
+        **_speed(ctx, fit),
         "valid": fit.best_valid,
-        "test": validate_teacher(teacher, ctx, test=True),
+        "test": validate_teacher(teacher, ctx, test=True) if ctx.dist.is_main else {},
     }
     if run is not None:
         save_teacher(teacher, config, run.path / TEACHER_CKPT)
@@ -137,11 +158,13 @@ def student_stage(
 ) -> tuple[StudentResult, dict[str, Any]]:
     """Stage 2 (from a fresh seed) with its summary."""
     reseed_for_student(ctx, config)
+    _reset_peak_memory(ctx)
     result = train_student(ctx, config, teacher, run, warm_start)
     summary = {
         "best_epoch": result.fit.best_epoch,
         "epochs_run": result.fit.epochs_run,
         "seconds": round(result.fit.seconds, 1),
+        **_speed(ctx, result.fit),
         "valid": result.valid,
         "test": result.test,
     }
@@ -171,14 +194,17 @@ def run_pipeline(
     started = time.perf_counter()
     dataset = dataset or load_data(config)
     ctx = build_context(dataset, config)
-    run = RunDir.create(Path(config.run.runs_dir), dataset.name)
+    shared_run = ctx.dist.from_main(lambda: RunDir.create(Path(config.run.runs_dir), dataset.name))
+    run = shared_run if ctx.dist.is_main else None  # only rank 0 writes
     resolved = to_dict(config)
-    run.save_config(resolved)
-    result = PipelineResult(run_dir=run.path)
+    if run is not None:
+        run.save_config(resolved)
+    result = PipelineResult(run_dir=shared_run.path)
     summary: dict[str, Any] = {
         "dataset": dataset.name,
         "data_fingerprint": dataset.fingerprint,
         "device": str(ctx.device),
+        "processes": ctx.dist.world_size,
         "protocol": {"valid": VALID_PROTOCOL, "test": TEST_PROTOCOL},
         "ndcg": NDCG_LABEL[config.eval.ndcg],
         "selection": f"best validation {config.eval.select_metric}; test reported at that epoch",
@@ -198,7 +224,7 @@ def run_pipeline(
             warm = warm_start_tables(warm_start_from, dataset, config)
             summary["warm_start"] = str(warm_start_from)
         result.student, summary["student"] = student_stage(ctx, config, result.teacher, run, warm)
-        if export:
+        if export and ctx.dist.is_main:
             metrics = {key: summary["student"][key] for key in ("valid", "test", "best_epoch")}
             metrics["protocol"] = summary["protocol"]
             metrics["ndcg"] = summary["ndcg"]
@@ -214,7 +240,8 @@ def run_pipeline(
             )
             summary["bundle"] = str(result.bundle_dir)
     summary["seconds"] = round(time.perf_counter() - started, 1)
-    run.save_summary(summary)
-    run.plot(config.eval.select_metric)
+    if run is not None:
+        run.save_summary(summary)
+        run.plot(config.eval.select_metric)
     result.summary = summary
     return result

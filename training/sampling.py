@@ -1,5 +1,9 @@
 """Vectorised training-triple and negative sampling (no per-sample Python loop).
 
+A training epoch draws all its triples (and the list-KD negatives) at once, on the sampler's
+device (:meth:`InteractionSampler.epoch`); the steps then take slices of those tensors, so no
+step waits on the host or copies indices to the device.
+
 Negatives exclude the user's *training* positives: a drawn ``(u, i)`` is encoded as the key
 ``u * I + i`` and looked up with :func:`torch.searchsorted` in the sorted keys of the training
 interactions; only the collisions are redrawn, round after round, until none is left.
@@ -9,11 +13,44 @@ device), so a seeded generator reproduces the same batches.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-__all__ = ["InteractionSampler"]
+__all__ = ["EpochSample", "InteractionSampler"]
+
+
+@dataclass(frozen=True)
+class EpochSample:
+    """One epoch's triples, drawn at once on the device; :meth:`batch` slices step ``j``.
+
+    ``users``, ``positives``, ``negatives``: LongTensor (steps * batch_size,);
+    ``list_negatives``: LongTensor (steps * batch_size, k) of further negatives of each
+    triple's user (list-wise KD), or None when none were asked for.
+    """
+
+    users: torch.Tensor
+    positives: torch.Tensor
+    negatives: torch.Tensor
+    list_negatives: torch.Tensor | None
+    batch_size: int
+
+    @property
+    def steps(self) -> int:
+        return self.users.numel() // self.batch_size
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(users, positives, negatives)`` of step ``step`` (views, no copy)."""
+        window = slice(step * self.batch_size, (step + 1) * self.batch_size)
+        return self.users[window], self.positives[window], self.negatives[window]
+
+    def batch_list_negatives(self, step: int) -> torch.Tensor:
+        """(batch_size, k) list-KD negatives of step ``step``."""
+        if self.list_negatives is None:
+            raise ValueError("this epoch was drawn without list negatives (list_size 0)")
+        return self.list_negatives[step * self.batch_size : (step + 1) * self.batch_size]
 
 
 class InteractionSampler:
@@ -86,6 +123,21 @@ class InteractionSampler:
         positives = self._items[self._indptr[users] + offset]
         negatives = self._draw_negatives(users, generator)
         return users, positives, negatives
+
+    def epoch(
+        self, steps: int, batch_size: int, generator: torch.Generator, list_negatives: int = 0
+    ) -> EpochSample:
+        """``steps`` batches of :meth:`triples` drawn in one go, plus ``list_negatives`` further
+        negatives per triple (:meth:`negatives`; 0: none), all on the sampler's device.
+
+        The collisions of the whole epoch are redrawn together, so the host waits on the
+        device a few times per epoch rather than per step.
+        """
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        users, positives, negatives = self.triples(steps * batch_size, generator)
+        extra = self.negatives(users, list_negatives, generator) if list_negatives > 0 else None
+        return EpochSample(users, positives, negatives, extra, batch_size)
 
     def negatives(self, users: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
         """``k`` negatives per user, each not among that user's training items.

@@ -12,7 +12,6 @@ state is kept in memory and returned.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import torch
@@ -162,28 +161,32 @@ def train_teacher(
     """Train teacher + prompt; return them loaded with the best validation checkpoint."""
     bundle = build_teacher(ctx, config)
     train = config.stage1
-    optimizer = torch.optim.AdamW(bundle.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    steps = max(1, math.ceil(ctx.dataset.train.nnz / train.batch_size))
+    params = bundle.parameters()
+    sync = ctx.share_parameters(params)
+    optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    steps = ctx.steps_per_epoch(train.batch_size)
 
     def train_epoch(epoch: int) -> dict[str, float]:
         bundle.train(True)
+        sample = ctx.sampler.epoch(steps, train.batch_size, ctx.generator)
 
-        def step() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            users, pos, neg = ctx.sampler.triples(train.batch_size, ctx.generator)
+        def step(j: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            users, pos, neg = sample.batch(j)
             out = bundle.forward(ctx)
             return _teacher_loss(bundle.teacher, ctx.adj, out, users, pos, neg, config)
 
-        return optimise_epoch(steps, step, optimizer, f"{STAGE} epoch {epoch}")
+        return optimise_epoch(steps, step, optimizer, f"{STAGE} epoch {epoch}", sync)
 
     result = fit(
         STAGE,
         train_epoch,
-        lambda: validate_teacher(bundle, ctx),
+        lambda: ctx.dist.from_main(lambda: validate_teacher(bundle, ctx)),
         bundle.state,
         train,
         config.eval.select_metric,
         run,
-        config.run.progress,
+        config.run.progress and ctx.dist.is_main,
+        steps * train.batch_size * ctx.dist.world_size,
     )
     bundle.load(result.best_state)
     bundle.train(False)

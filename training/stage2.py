@@ -14,7 +14,6 @@ once. With every KD weight 0 (or no teacher) this is LightGCN trained alone.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +25,7 @@ from training.loop import FitResult, State, copy_state, fit, optimise_epoch, tot
 from training.losses import bpr_loss, l2_reg, list_kd_loss, pair_kd_loss, sce_loss
 from training.models import Student, TeacherOutput
 from training.runs import RunDir
+from training.sampling import EpochSample
 from training.stage1 import TeacherBundle
 
 logger = logging.getLogger(__name__)
@@ -109,10 +109,11 @@ def _student_loss(
     ctx: TrainingContext,
     student: Student,
     targets: KDTargets | None,
-    triples: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    sample: EpochSample,
+    step: int,
     config: Config,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    users, pos, neg = triples
+    users, pos, neg = sample.batch(step)
     kd = config.kd
     user_emb, item_emb = student(ctx.adj)
     u, p, n = user_emb[users], item_emb[pos], item_emb[neg]
@@ -130,8 +131,7 @@ def _student_loss(
         delta_t = _dot(tu, teacher.item_emb[pos]) - _dot(tu, teacher.item_emb[neg])
         parts["pair_kd"] = kd.pair_weight * pair_kd_loss(delta_t, delta_s, kd.tau)
     if kd.list_weight > 0:
-        negatives = ctx.sampler.negatives(users, kd.list_size - 1, ctx.generator)
-        items = torch.cat([pos[:, None], negatives], dim=1)
+        items = torch.cat([pos[:, None], sample.batch_list_negatives(step)], dim=1)
         student_logits = _dot(u[:, None, :], item_emb[items])
         parts["list_kd"] = kd.list_weight * total_loss(
             list_kd_loss(
@@ -201,17 +201,24 @@ def train_student(
         KDTargets(teacher, ctx, config) if teacher is not None and _kd_active(config) else None
     )
     params = list(student.parameters()) + (targets.parameters() if targets else [])
+    sync = ctx.share_parameters(params)
     optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
-    steps = max(1, math.ceil(ctx.dataset.train.nnz / train.batch_size))
+    steps = ctx.steps_per_epoch(train.batch_size)
+    list_negatives = config.kd.list_size - 1 if targets and config.kd.list_weight > 0 else 0
+    if targets and config.kd.list_weight > 0 and list_negatives < 1:
+        raise ValueError(
+            "kd.list_size must be >= 2 (the positive and at least one negative) when "
+            f"kd.list_weight > 0, got {config.kd.list_size}"
+        )
 
     def train_epoch(epoch: int) -> dict[str, float]:
         student.train()
+        sample = ctx.sampler.epoch(steps, train.batch_size, ctx.generator, list_negatives)
 
-        def step() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            triples = ctx.sampler.triples(train.batch_size, ctx.generator)
-            return _student_loss(ctx, student, targets, triples, config)
+        def step(j: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            return _student_loss(ctx, student, targets, sample, j, config)
 
-        return optimise_epoch(steps, step, optimizer, f"{STAGE} epoch {epoch}")
+        return optimise_epoch(steps, step, optimizer, f"{STAGE} epoch {epoch}", sync)
 
     def embeddings() -> tuple[torch.Tensor, torch.Tensor]:
         student.eval()
@@ -227,12 +234,13 @@ def train_student(
     result = fit(
         STAGE,
         train_epoch,
-        lambda: ctx.validate(*embeddings()),
+        lambda: ctx.dist.from_main(lambda: ctx.validate(*embeddings())),
         snapshot,
         train,
         config.eval.select_metric,
         run,
-        config.run.progress,
+        config.run.progress and ctx.dist.is_main,
+        steps * train.batch_size * ctx.dist.world_size,
     )
     student.load_state_dict(result.best_state["student"])
     if "prompt" in result.best_state and teacher is not None and teacher.prompt is not None:
@@ -246,5 +254,5 @@ def train_student(
         user_ego,
         item_layers,
         result.best_valid,
-        ctx.test(user_emb, item_emb),
+        ctx.test(user_emb, item_emb) if ctx.dist.is_main else {},
     )

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from training.evaluate import _masked_scores, evaluate, topk_items
+from training.evaluate import Evaluator, _masked_scores, evaluate, topk_items
 
 N_USERS, N_ITEMS, DIM = 40, 30, 3
 
@@ -84,6 +84,26 @@ def test_evaluate_equals_brute_force_reference(ndcg: str, chunk_size: int) -> No
     assert got["users"] <= N_USERS - 1  # user 1 has no target item
 
 
+@pytest.mark.parametrize("chunk_size", [7, 2048])
+def test_an_evaluator_prepared_once_scores_every_model_like_the_reference(chunk_size: int) -> None:
+    _, _, train, test = _case(4)
+    free = (train.toarray() == 0) & (test.toarray() == 0)
+    valid = sp.csr_matrix((np.eye(N_USERS, N_ITEMS, dtype=bool) & free).astype(np.float32))
+    evaluator = Evaluator(test, [train, valid], ks=(1, 5, 10), chunk_size=chunk_size)
+    rng = np.random.default_rng(9)
+    for _ in range(3):  # the masks on the device are reused across calls
+        users = torch.from_numpy(rng.integers(-2, 3, (N_USERS, DIM)).astype(np.float32))
+        items = torch.from_numpy(rng.integers(-2, 3, (N_ITEMS, DIM)).astype(np.float32))
+        got = evaluator(users, items)
+        expected = _reference_metrics(users, items, test, train + valid, (1, 5, 10), False)
+        assert got.keys() == expected.keys()
+        for name, value in expected.items():
+            assert got[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+        assert got == evaluate(users, items, test, [train, valid], ks=(1, 5, 10))
+    with pytest.raises(ValueError, match="split is \\(40, 30\\)"):
+        evaluator(users[:5], items)
+
+
 def test_topk_items_ranks_like_the_reference_with_ties_by_index() -> None:
     users, items, train, _ = _case(1)
     k = 10
@@ -110,8 +130,8 @@ def test_scores_do_not_depend_on_the_chunk() -> None:
     gen = torch.Generator().manual_seed(5)
     users, items = torch.randn(100, 64, generator=gen), torch.randn(3000, 64, generator=gen)
     item_t64 = items.double().T
-    batched = _masked_scores(users, item_t64, np.arange(100), [])
-    single = torch.cat([_masked_scores(users, item_t64, np.array([u]), []) for u in range(100)])
+    batched = _masked_scores(users, item_t64, torch.arange(100), [])
+    single = torch.cat([_masked_scores(users, item_t64, torch.tensor([u]), []) for u in range(100)])
     assert torch.equal(batched, single)
 
 
@@ -158,6 +178,10 @@ def test_evaluate_on_cuda_equals_cpu() -> None:
     assert gpu.keys() == cpu.keys()
     for name, value in cpu.items():
         assert gpu[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+    on_gpu = Evaluator(test, [train], ks=(1, 5, 10), ndcg="lineage", device="cuda")
+    assert on_gpu(users.cuda(), items.cuda()) == pytest.approx(cpu, rel=1e-6, abs=1e-9)
+    with pytest.raises(ValueError, match="evaluator on cuda"):
+        on_gpu(users, items)
     all_users = torch.arange(N_USERS)
     top_cpu = topk_items(users, items, all_users, [train], 10)
     top_gpu = topk_items(users.cuda(), items.cuda(), all_users.cuda(), [train], 10)

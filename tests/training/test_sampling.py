@@ -102,3 +102,46 @@ def test_invalid_inputs_are_rejected() -> None:
         sampler.triples(0, torch.Generator())
     with pytest.raises(ValueError, match="k must be"):
         sampler.negatives(torch.tensor([3]), 0, torch.Generator())
+
+
+def _check_epoch_excludes_exactly_the_training_items(device: str) -> None:
+    train = _train(seed=2)
+    dense = torch.from_numpy(train.toarray() > 0).to(device)
+    sampler = InteractionSampler(train, device)
+    gen = torch.Generator(device=device).manual_seed(4)
+    sample = sampler.epoch(steps=50, batch_size=64, generator=gen, list_negatives=6)
+    assert sample.steps == 50 and sample.users.device.type == device
+    assert sample.list_negatives is not None and sample.list_negatives.shape == (50 * 64, 6)
+    users, pos, neg = sample.users, sample.positives, sample.negatives
+    assert bool(dense[users, pos].all())
+    assert not bool(dense[users, neg].any())
+    assert not bool(dense[users[:, None], sample.list_negatives].any())
+    # the steps' slices tile the epoch
+    u3, p3, n3 = sample.batch(3)
+    assert torch.equal(u3, users[192:256]) and torch.equal(p3, pos[192:256])
+    assert torch.equal(n3, neg[192:256])
+    assert torch.equal(sample.batch_list_negatives(3), sample.list_negatives[192:256])
+    # exactly the training items are excluded: every other item of a user is drawn
+    for user in (1, 5, 9):
+        drawn = torch.cat([neg[users == user], sample.list_negatives[users == user].reshape(-1)])
+        allowed = torch.nonzero(~dense[user]).reshape(-1)
+        assert torch.equal(torch.unique(drawn), allowed), user
+
+
+def test_an_epoch_drawn_at_once_excludes_exactly_the_training_items() -> None:
+    _check_epoch_excludes_exactly_the_training_items("cpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_an_epoch_drawn_on_cuda_excludes_exactly_the_training_items() -> None:
+    _check_epoch_excludes_exactly_the_training_items("cuda")
+
+
+def test_an_epoch_without_list_negatives_refuses_to_slice_them() -> None:
+    sample = InteractionSampler(_train()).epoch(2, 8, torch.Generator().manual_seed(0))
+    assert sample.list_negatives is None
+    with pytest.raises(ValueError, match="without list negatives"):
+        sample.batch_list_negatives(0)
+    with pytest.raises(ValueError, match="steps must be"):
+        InteractionSampler(_train()).epoch(0, 8, torch.Generator())
