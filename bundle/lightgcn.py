@@ -122,7 +122,7 @@ def user_layer_sums(
     if items.size == 0:
         return np.zeros((item_layers.shape[0], item_layers.shape[2]))
     weights = 1.0 / np.sqrt(np.maximum(item_degrees[items], 1).astype(np.float64))
-    return np.einsum("k,lkd->ld", weights, item_layers[:, items, :].astype(np.float64))
+    return np.asarray(np.einsum("k,lkd->ld", weights, item_layers[:, items, :].astype(np.float64)))
 
 
 def user_final(ego: np.ndarray, sums: np.ndarray, degree: int) -> np.ndarray:

@@ -326,7 +326,7 @@ def test_sqlite_keeps_a_timestamped_log_in_a_wal_file(tmp_path: Path) -> None:
     store.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
         rows = conn.execute("SELECT user_id, item_id, ts FROM interactions ORDER BY id").fetchall()
     assert rows == [("u1", "a", 10.5), ("u1", "a", 11.0)]
 
