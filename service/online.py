@@ -21,6 +21,7 @@ Only one thread applies at a time (:attr:`OnlineState.lock`): the background wor
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 import time
@@ -39,6 +40,8 @@ TOPLIST_MAX_OVERLAY = 2048
 """Most moved items the precomputed lists are used with: each is scored per request (on
 tiktok with 1,719 moved items the lists path takes 123 us, a search 154 us)."""
 SNAPSHOT_FORMAT = 1
+CHANGE_LOG = 4096
+"""Most recent item changes a view lists (:meth:`ItemsView.changed_since`)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ class ItemsView:
     that moved after it (sorted), with their current vectors (float32 and float64);
     ``moved`` / ``moved64`` are all items that ever moved with their vectors (for the
     precomputed lists), or None when there are more than :data:`TOPLIST_MAX_OVERLAY`.
+    ``change_revisions`` / ``change_items`` list the latest item changes in log order, every
+    one after revision ``changes_floor``.
     """
 
     revision: int
@@ -69,6 +74,17 @@ class ItemsView:
     pending64: np.ndarray
     moved: np.ndarray | None
     moved64: np.ndarray | None
+    change_revisions: np.ndarray
+    change_items: np.ndarray
+    changes_floor: int
+
+    def changed_since(self, revision: int) -> np.ndarray | None:
+        """The items whose vector changed after ``revision`` (sorted), or None when that is
+        older than the changes listed."""
+        if revision < self.changes_floor:
+            return None
+        start = int(np.searchsorted(self.change_revisions, revision, side="right"))
+        return np.unique(self.change_items[start:])
 
 
 class OnlineState:
@@ -103,7 +119,12 @@ class OnlineState:
         dim = bundle_items.shape[1]
         empty32 = read_only(np.empty((0, dim), dtype=np.float32))
         empty64 = read_only(np.empty((0, dim)))
-        self.items = ItemsView(0, index, 0, NO_ITEMS, empty32, empty64, NO_ITEMS, empty64)
+        self._change_revisions = NO_ITEMS
+        self._change_items = NO_ITEMS
+        self._changes_floor = 0
+        self.items = ItemsView(
+            0, index, 0, NO_ITEMS, empty32, empty64, NO_ITEMS, empty64, NO_ITEMS, NO_ITEMS, 0
+        )
 
     def catch_up(self, store: Store, limit: int, wait_s: float) -> bool:
         """Apply at most ``limit`` pairs of the log's tail; False when there may be more.
@@ -178,6 +199,12 @@ class OnlineState:
             self._vectors[item] = vector
             self._changed_at[item] = revision
         self._pending.update(moved)
+        revisions = np.concatenate([self._change_revisions, np.full(items.size, revision)])
+        changed = np.concatenate([self._change_items, items])
+        if revisions.size > CHANGE_LOG:
+            self._changes_floor = int(revisions[-CHANGE_LOG - 1])
+            revisions, changed = revisions[-CHANGE_LOG:], changed[-CHANGE_LOG:]
+        self._change_revisions, self._change_items = read_only(revisions), read_only(changed)
         self.items = self._view(revision, current.index, current.index_revision)
 
     def _view(self, revision: int, index: ItemIndex, index_revision: int) -> ItemsView:
@@ -197,12 +224,22 @@ class OnlineState:
             read_only(vectors.astype(np.float64)),
             None if moved_items is None else read_only(moved_items),
             None if moved64 is None else read_only(moved64),
+            self._change_revisions,
+            self._change_items,
+            self._changes_floor,
         )
 
     def _stack(self, items: np.ndarray) -> np.ndarray:
         if items.size == 0:
             return np.empty((0, self._bundle_items.shape[1]), dtype=np.float32)
         return np.stack([self._vectors[item] for item in items.tolist()])
+
+    def item_vectors(self, items: np.ndarray) -> np.ndarray:
+        """The current float32 vectors of ``items`` (lock-free: rows are replaced whole)."""
+        vectors = self._vectors
+        return np.stack(
+            [vectors.get(item, self._bundle_items[item]) for item in items.tolist()]
+        ).reshape(items.size, self._bundle_items.shape[1])
 
     def served_vectors(self) -> tuple[np.ndarray, int]:
         """A copy of the bundle's item vectors with every moved row swapped in, and the
@@ -284,6 +321,7 @@ class OnlineState:
             self.users[user] = UserView(vector, exclude, int(arrays["user_revisions"][n]))
         revision = int(arrays["revision"])
         self.revision = revision
+        self._changes_floor = revision
         if self.item_side is not None:
             self.item_side.restore(arrays)
             self._publish(sorted(self.item_side.items.tolist()), revision)
@@ -292,13 +330,4 @@ class OnlineState:
 
 
 def _replace_revision(view: ItemsView, revision: int) -> ItemsView:
-    return ItemsView(
-        revision,
-        view.index,
-        view.index_revision,
-        view.pending,
-        view.pending_vectors,
-        view.pending64,
-        view.moved,
-        view.moved64,
-    )
+    return dataclasses.replace(view, revision=revision)

@@ -50,10 +50,10 @@ from service.catalog import NO_ITEMS, Catalog, read_only
 from service.config import Settings
 from service.errors import UnknownItemsError, UnknownUserError
 from service.finetune import FinetuneMethod, finetune_user, mean_square, resolve_method
-from service.index import ItemIndex, build_index
+from service.index import ItemIndex, build_index, exact_scores, is_member
 from service.online import ItemsView, OnlineState
 from service.overlay import ItemSide
-from service.response_cache import ResponseCache
+from service.response_cache import ResponseCache, Scope
 from service.served import search, with_moved
 from service.store.base import Event, Store, StoreError
 from service.strategies import MeanStrategy, PropagateStrategy, UserStrategy
@@ -148,12 +148,15 @@ class Recommender:
             else None
         )
         self.responses = (
-            ResponseCache(settings.response_cache_mb * 2**20)
+            ResponseCache(
+                settings.response_cache_mb * 2**20,
+                _AnswerCheck(self._online, self._users).still_valid,
+            )
             if settings.response_cache_mb and self.finetune_method != "bpr"
             else None
         )
-        """Rendered answers of the current log revision (None: off, or ``bpr``, whose
-        stored vectors change after the interaction that causes them is logged)."""
+        """Rendered answers, each kept while no write changed it (None: off, or ``bpr``,
+        whose stored vectors change after the interaction that causes them is logged)."""
         self._restore()
         self._worker = OnlineWorker(
             self._online,
@@ -280,6 +283,22 @@ class Recommender:
                     self._refresh_vector(user_id, self._store.seen(user_id), start)
         return sum(len(event.item_ids) for event in events)
 
+    def scope(self, recommendation: Recommendation, k: int, exclude_seen: bool) -> Scope:
+        """What ``recommendation`` (for ``k`` items) depends on, for the response cache."""
+        items = np.asarray(
+            sorted(self.catalog.item(item_id) or 0 for item_id, _ in recommendation.items),
+            dtype=np.int64,
+        )
+        full = len(recommendation.items) == k
+        last = recommendation.items[-1][1] if full and recommendation.items else -np.inf
+        return Scope(
+            recommendation.user_id,
+            exclude_seen,
+            items,
+            float(last),
+            recommendation.fallback is not None,
+        )
+
     def refresh(self) -> int:
         """Apply the log's tail first when it is short (see the module); return the log
         revision the served view reflects."""
@@ -367,7 +386,7 @@ class Recommender:
             return None
         scores, items = found
         if view.moved.size:
-            extra = view.moved64 @ state.vector.astype(np.float64)
+            extra = exact_scores(view.moved64, state.vector)
             scores, items = with_moved(scores, items, view.moved, extra, state.exclude, query.k)
         return self.catalog.named(items, scores)
 
@@ -429,6 +448,53 @@ class Recommender:
             self._on_finetune(time.perf_counter() - started)
         self._store.put_vector(user_id, self.model_version, vector)
         return vector
+
+
+SCORE_MARGIN = 1e-9
+"""Relative slack when comparing a moved item's score with a cached answer's last score."""
+
+
+class _AnswerCheck:
+    """:meth:`still_valid` for the response cache (holds the state, not the Recommender)."""
+
+    def __init__(self, online: OnlineState, bundle_users: np.ndarray) -> None:
+        self._online = online
+        self._users = bundle_users
+
+    def still_valid(self, scope: Scope, revision: int) -> bool:
+        """Whether the answer of ``scope`` rendered at ``revision`` is still the answer.
+
+        It is unless the user changed since, or an item that moved since is in it or now
+        scores within :data:`SCORE_MARGIN` of its last score (or it is shorter than ``k``);
+        the fallback depends on the user only. Costs one dot product per moved item.
+        """
+        online = self._online
+        entry = online.users.get(scope.user_id)
+        if entry is not None and entry.revision > revision:
+            return False
+        if scope.fallback:
+            return True
+        changed = online.items.changed_since(revision)
+        if changed is None:
+            return False
+        if scope.exclude_seen and entry is not None:
+            changed = changed[~is_member(changed, entry.exclude)]
+        elif scope.exclude_seen:
+            row = online.catalog.user_row(scope.user_id)
+            changed = changed[~is_member(changed, online.catalog.train_items(row))]
+        if changed.size == 0:
+            return True
+        if is_member(changed, scope.items).any() or scope.last_score == -np.inf:
+            return False
+        vector = entry.vector if entry is not None else None
+        if vector is None:
+            row = online.catalog.user_row(scope.user_id)
+            if row is None:
+                return False
+            vector = self._users[row]
+        scores = exact_scores(online.item_vectors(changed), vector)
+        bar = scope.last_score - SCORE_MARGIN * max(1.0, abs(scope.last_score))
+        return not bool((scores >= bar).any())
 
 
 def _snapshotter(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from service.index import MISSING_ITEM, is_member
+from service.index import MISSING_ITEM, exact_scores, is_member
 from service.online import ItemsView
 
 
@@ -74,7 +74,7 @@ def search(
     for row, k in enumerate(ks):
         scores, items = found.scores[row, :k], found.items[row, :k]
         if pending.size:
-            extra = view.pending64 @ vectors[row].astype(np.float64)
+            extra = exact_scores(view.pending64, vectors[row])
             scores, items = with_moved(scores, items, pending, extra, excludes[row], k)
         results.append((scores, items))
     return results
