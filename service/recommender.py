@@ -147,6 +147,7 @@ class Recommender:
             if settings.precompute_depth
             else None
         )
+        snapshot_revision = self._restore()
         self.responses = (
             ResponseCache(
                 settings.response_cache_mb * 2**20,
@@ -157,13 +158,13 @@ class Recommender:
         )
         """Rendered answers, each kept while no write changed it (None: off, or ``bpr``,
         whose stored vectors change after the interaction that causes them is logged)."""
-        self._restore()
         self._worker = OnlineWorker(
             self._online,
             store,
             partial(build_index, kind=index.kind, settings=settings),
             _snapshotter(self._online, bundle.model_version, self.finetune_method),
             bundle.model_version,
+            snapshot_revision,
         )
         self._worker.start()
         weakref.finalize(self, self._worker.stop)
@@ -330,8 +331,9 @@ class Recommender:
         self.sync()
         return self._user_state(user_id, exclude_seen=False).vector
 
-    def _restore(self) -> None:
-        """Load the newest snapshot of this model (if any and sound), then replay the tail."""
+    def _restore(self) -> int:
+        """Load the newest snapshot of this model (if any and sound), then replay the tail;
+        return the revision of the snapshot loaded (0: none)."""
         online = self._online
         started = time.perf_counter()
         with online.lock:
@@ -363,6 +365,7 @@ class Recommender:
             revision,
             time.perf_counter() - started,
         )
+        return from_revision
 
     def _from_toplist(
         self, query: RecommendQuery, state: _UserState, view: ItemsView

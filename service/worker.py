@@ -52,7 +52,9 @@ class OnlineWorker:
         build_index: Callable[[np.ndarray], ItemIndex],
         snapshot: Callable[[], tuple[int, bytes]] | None,
         model_version: str,
+        snapshot_revision: int = 0,
     ) -> None:
+        """``snapshot_revision``: the revision of the newest snapshot in the store."""
         self._state = state
         self._store = store
         self._build_index = build_index
@@ -62,7 +64,7 @@ class OnlineWorker:
         self._stop = threading.Event()
         self._compacting = threading.Lock()
         self._compacted_at = time.monotonic()
-        self._snapshot_revision = state.revision
+        self._snapshot_revision = snapshot_revision
         self._changed_at = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="online-worker", daemon=True)
 
