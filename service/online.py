@@ -113,10 +113,11 @@ class OnlineState:
         self.revision = 0
         self._sums: dict[str, UserSums] = {}
         self.users: dict[str, UserView] = {}
-        self._vectors: dict[int, np.ndarray] = {}
-        self._changed_at: dict[int, int] = {}
-        self._pending: set[int] = set()
         dim = bundle_items.shape[1]
+        self._slot: dict[int, int] = {}
+        self._moved_items = np.empty(0, dtype=np.int64)
+        self._moved_at = np.empty(0, dtype=np.int64)
+        self._moved_vectors = np.empty((0, dim), dtype=np.float32)
         empty32 = read_only(np.empty((0, dim), dtype=np.float32))
         empty64 = read_only(np.empty((0, dim)))
         self._change_revisions = NO_ITEMS
@@ -194,11 +195,9 @@ class OnlineState:
             return
         assert self.item_side is not None
         items = np.asarray(moved, dtype=np.int64)
-        for item, vector in zip(moved, self.item_side.vectors(items), strict=True):
-            vector.flags.writeable = False
-            self._vectors[item] = vector
-            self._changed_at[item] = revision
-        self._pending.update(moved)
+        slots = self._slots_of(items)
+        self._moved_vectors[slots] = self.item_side.vectors(items)
+        self._moved_at[slots] = revision
         revisions = np.concatenate([self._change_revisions, np.full(items.size, revision)])
         changed = np.concatenate([self._change_items, items])
         if revisions.size > CHANGE_LOG:
@@ -207,53 +206,68 @@ class OnlineState:
         self._change_revisions, self._change_items = read_only(revisions), read_only(changed)
         self.items = self._view(revision, current.index, current.index_revision)
 
+    def _slots_of(self, items: np.ndarray) -> np.ndarray:
+        """Rows of ``items`` in the moved-item arrays, added (grown) for new ones."""
+        fresh = [item for item in items.tolist() if item not in self._slot]
+        count = len(self._slot)
+        if count + len(fresh) > self._moved_items.size:
+            capacity = max(count + len(fresh), 2 * self._moved_items.size, 64)
+            grown = np.zeros((capacity, self._bundle_items.shape[1]), dtype=np.float32)
+            grown[:count] = self._moved_vectors[:count]
+            self._moved_items = np.resize(self._moved_items, capacity)
+            self._moved_at = np.resize(self._moved_at, capacity)
+            self._moved_vectors = grown
+        for offset, item in enumerate(fresh):
+            self._moved_items[count + offset] = item
+            self._slot[item] = count + offset
+        return np.asarray([self._slot[item] for item in items.tolist()], dtype=np.int64)
+
     def _view(self, revision: int, index: ItemIndex, index_revision: int) -> ItemsView:
-        pending = np.asarray(sorted(self._pending), dtype=np.int64)
-        vectors = self._stack(pending)
+        """The view of every moved item's current vector (vectorised: no per-item work)."""
+        count = len(self._slot)
+        items = self._moved_items[:count]
+        pending = np.flatnonzero(self._moved_at[:count] > index_revision)
+        pending = pending[np.argsort(items[pending])]
+        vectors = self._moved_vectors[pending]
         moved_items: np.ndarray | None = None
         moved64: np.ndarray | None = None
-        if len(self._vectors) <= TOPLIST_MAX_OVERLAY:
-            moved_items = np.asarray(sorted(self._vectors), dtype=np.int64)
-            moved64 = self._stack(moved_items).astype(np.float64)
+        if count <= TOPLIST_MAX_OVERLAY:
+            order = np.argsort(items)
+            moved_items = _frozen(items[order])
+            moved64 = _frozen(self._moved_vectors[order].astype(np.float64))
         return ItemsView(
             revision,
             index,
             index_revision,
-            read_only(pending),
-            read_only(vectors),
-            read_only(vectors.astype(np.float64)),
-            None if moved_items is None else read_only(moved_items),
-            None if moved64 is None else read_only(moved64),
+            _frozen(items[pending]),
+            _frozen(vectors),
+            _frozen(vectors.astype(np.float64)),
+            moved_items,
+            moved64,
             self._change_revisions,
             self._change_items,
             self._changes_floor,
         )
 
-    def _stack(self, items: np.ndarray) -> np.ndarray:
-        if items.size == 0:
-            return np.empty((0, self._bundle_items.shape[1]), dtype=np.float32)
-        return np.stack([self._vectors[item] for item in items.tolist()])
-
     def item_vectors(self, items: np.ndarray) -> np.ndarray:
         """The current float32 vectors of ``items`` (lock-free: rows are replaced whole)."""
-        vectors = self._vectors
-        return np.stack(
-            [vectors.get(item, self._bundle_items[item]) for item in items.tolist()]
-        ).reshape(items.size, self._bundle_items.shape[1])
+        slots = np.asarray([self._slot.get(item, -1) for item in items.tolist()], dtype=np.int64)
+        vectors: np.ndarray = self._bundle_items[items].copy()
+        known = slots >= 0
+        vectors[known] = self._moved_vectors[slots[known]]
+        return vectors
 
     def served_vectors(self) -> tuple[np.ndarray, int]:
         """A copy of the bundle's item vectors with every moved row swapped in, and the
         revision it reflects. The caller holds :attr:`lock`."""
         served = self._bundle_items.copy()
-        if self._vectors:
-            items = np.fromiter(self._vectors, dtype=np.int64, count=len(self._vectors))
-            served[items] = self._stack(items)
+        count = len(self._slot)
+        served[self._moved_items[:count]] = self._moved_vectors[:count]
         return served, self.revision
 
     def swap_index(self, index: ItemIndex, index_revision: int) -> None:
         """Serve ``index`` (built from :meth:`served_vectors` at ``index_revision``); the
         items that moved after it stay pending. The caller holds :attr:`lock`."""
-        self._pending = {item for item in self._pending if self._changed_at[item] > index_revision}
         self.items = self._view(self.revision, index, index_revision)
 
     def user_state(self, user_id: str) -> UserSums | None:
@@ -327,6 +341,12 @@ class OnlineState:
             self._publish(sorted(self.item_side.items.tolist()), revision)
         else:
             self._publish([], revision)
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """``array`` (a fresh copy nobody else holds) made read-only."""
+    array.flags.writeable = False
+    return array
 
 
 def _replace_revision(view: ItemsView, revision: int) -> ItemsView:

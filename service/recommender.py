@@ -63,8 +63,8 @@ from service.worker import COMPACT_AFTER, OnlineWorker
 logger = logging.getLogger(__name__)
 
 N_USER_LOCKS = 256
-CATCH_UP_PAIRS = 1024
-"""Most log pairs a request applies itself before answering (at least one event's items)."""
+CATCH_UP_PAIRS = 256
+"""Most log pairs a request applies itself before answering (one worker chunk)."""
 CATCH_UP_WAIT_S = 0.05
 """Longest wait of a request for the worker's turn on the state (one chunk)."""
 REPLAY_CHUNK = 65_536
