@@ -3,7 +3,8 @@
     python -m bench.heavy_user [--bundle PATH] [--restart-events N ...] [--skip-restart]
 
 For a synthetic LightGCN bundle (2,000 users x 2,000 items, dim 64, made here) and the
-tiktok-knn bundle (``--bundle``, default ``models/tiktok-knn``), one service process (SQLite
+tiktok-knn bundle (``--bundle``, default ``models/tiktok``, where
+``python -m training run configs/tiktok-knn.toml`` writes it), one service process (SQLite
 store, one worker, API key) takes, one case after another:
 
 - one ``POST /interactions/batch`` of 4 users x 200 items;
@@ -48,7 +49,7 @@ from service.store.base import Event
 
 logger = logging.getLogger(__name__)
 
-TIKTOK_KNN = REPO_ROOT / "models" / "tiktok-knn"
+TIKTOK_KNN = REPO_ROOT / "models" / "tiktok"
 AFTER_VISIBLE_S = 1.0
 AFTER_S = 2.0
 VISIBLE_TIMEOUT_S = 120.0

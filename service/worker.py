@@ -95,6 +95,10 @@ class OnlineWorker:
                 logger.warning("online state: cannot follow the log: %s", exc)
                 self._stop.wait(ERROR_BACKOFF_S)
                 continue
+            except Exception:  # a bug must not stop the state from following the log
+                logger.exception("online state: applying the log failed; retrying")
+                self._stop.wait(ERROR_BACKOFF_S)
+                continue
             if done:
                 self._wake.wait(POLL_S)
                 self._wake.clear()
