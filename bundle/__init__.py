@@ -4,14 +4,13 @@ from bundle.format import (
     FORMAT_VERSION,
     Bundle,
     BundleError,
-    fold_in_user,
     new_version,
-    propagate_to_users,
     read_bundle,
     resolve,
     validate,
     write_bundle,
 )
+from bundle.lightgcn import fold_in_user, propagate_to_users
 
 __all__ = [
     "FORMAT_VERSION",

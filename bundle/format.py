@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from bundle.content import ContentMap, check
+from bundle.lightgcn import fold_in_all_users
 
 FORMAT_NAME = "promptmm-bundle"
 FORMAT_VERSION = 2
@@ -36,7 +37,6 @@ LATEST = "LATEST"
 DATA_FILES = (EMBEDDINGS, INTERACTIONS, IDS)
 # propagation.npz must reproduce user_embeddings to within this times max(1, max |entry|)
 PROPAGATION_TOLERANCE = 1e-4
-_CHECK_BLOCK = 1 << 16  # training entries per step of that check (bounds its memory)
 
 
 class BundleError(ValueError):
@@ -104,93 +104,6 @@ class Bundle:
         return np.bincount(self.train_indices, minlength=self.n_items).astype(np.int64)
 
 
-def fold_in_user(
-    user_ego_row: np.ndarray,
-    item_layers: np.ndarray,
-    items: np.ndarray,
-    item_degrees: np.ndarray,
-) -> np.ndarray:
-    """A user's final LightGCN embedding from their ego row and their items' layer rows.
-
-    Returns the float64 (dim,) mean over ``l = 0..L`` of ``u^(l)``, with
-    ``u^(0) = user_ego_row`` and ``u^(l) = Σ_{i ∈ items} item_layers[l-1, i] /
-    sqrt(len(items) * max(item_degrees[i], 1))``: the symmetric normalisation
-    ``D^-1/2 A D^-1/2`` of training, with the user's degree ``len(items)``. Without items
-    every ``u^(l)``, ``l >= 1``, is 0. For a training user and their training items
-    (:meth:`Bundle.seen_items`) this reproduces ``user_embeddings``; adding new items folds
-    them in the same way.
-
-    Args:
-        user_ego_row: (dim,) the user's ego embedding (``Bundle.user_ego[u]``, or any start
-            vector for a new user).
-        item_layers: (L, n_items, dim) ``Bundle.item_layers``.
-        items: (k,) unique int item indices the user interacted with.
-        item_degrees: (n_items,) the items' *training* degrees, ``Bundle.item_popularity()``
-            (an item with degree 0 counts as degree 1).
-
-    Raises:
-        ValueError: ``user_ego_row`` is not (dim,) or ``item_layers`` not (L, n_items, dim).
-    """
-    if item_layers.ndim != 3 or user_ego_row.shape != item_layers.shape[2:]:
-        raise ValueError(
-            f"user_ego_row {user_ego_row.shape} and item_layers {item_layers.shape} must be "
-            "(dim,) and (L, n_items, dim)"
-        )
-    n_layers = item_layers.shape[0]
-    result = user_ego_row.astype(np.float64)
-    if n_layers and items.size:
-        degrees = np.maximum(item_degrees[items], 1).astype(np.float64)
-        weights = 1.0 / np.sqrt(items.size * degrees)
-        result += weights @ item_layers[:, items, :].sum(axis=0, dtype=np.float64)
-    result /= n_layers + 1
-    return result
-
-
-def propagate_to_users(
-    indptr: np.ndarray, indices: np.ndarray, item_rows: np.ndarray, item_degrees: np.ndarray
-) -> np.ndarray:
-    """One LightGCN hop from items to users over CSR training rows, float64 (U, dim).
-
-    Row ``u`` is ``Σ_{i ∈ items(u)} item_rows[i] / sqrt(deg_u · deg_i)`` (0 for a user without
-    items), with ``deg_u`` the row's length and ``deg_i = item_degrees[i]`` (the training
-    degrees, :meth:`Bundle.item_popularity`). Entries are added ``_CHECK_BLOCK`` at a time to
-    bound memory.
-    """
-    user_degrees = np.diff(indptr)
-    result = np.zeros((user_degrees.shape[0], item_rows.shape[1]))
-    if indices.size == 0:
-        return result
-    owners = np.repeat(np.arange(user_degrees.shape[0]), user_degrees)
-    weights = 1.0 / np.sqrt(user_degrees[owners].astype(np.float64) * item_degrees[indices])
-    for start in range(0, indices.size, _CHECK_BLOCK):
-        stop = start + _CHECK_BLOCK
-        rows = owners[start:stop]
-        firsts = np.flatnonzero(np.diff(rows, prepend=-1))
-        weighted = item_rows[indices[start:stop]].astype(np.float64) * weights[start:stop, None]
-        result[rows[firsts]] += np.add.reduceat(weighted, firsts, axis=0)
-    return result
-
-
-def _fold_in_all_users(
-    user_ego: np.ndarray,
-    item_layers: np.ndarray,
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    item_degrees: np.ndarray,
-) -> np.ndarray:
-    """:func:`fold_in_user` for every user over their CSR training rows, float64 (U, dim).
-
-    The layers are summed first (the propagation is linear), then propagated to the users once.
-    """
-    n_layers = item_layers.shape[0]
-    result = user_ego.astype(np.float64)
-    if n_layers:
-        layer_sum = item_layers.sum(axis=0, dtype=np.float64)
-        result += propagate_to_users(indptr, indices, layer_sum, item_degrees)
-    result /= n_layers + 1
-    return result
-
-
 def _check_propagation(bundle: Bundle) -> None:
     """Validate ``user_ego``/``item_layers`` (when present) against the rest of ``bundle``."""
     user_ego, item_layers = bundle.user_ego, bundle.item_layers
@@ -217,7 +130,7 @@ def _check_propagation(bundle: Bundle) -> None:
             raise BundleError(f"{PROPAGATION}: {name} contains NaN or inf")
     if bundle.n_users == 0:
         return
-    recomputed = _fold_in_all_users(
+    recomputed = fold_in_all_users(
         user_ego, item_layers, bundle.train_indptr, bundle.train_indices, bundle.item_popularity()
     )
     errors = np.abs(recomputed - bundle.user_embeddings).max(axis=1)

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         ge=0,
         description=(
             "Megabytes of rendered /recommend answers kept per process (0 = off; ~1 KB each "
-            "at k=20), valid until the next interaction anywhere; not used with bpr."
+            "at k=20), each valid until a write changes it; not used with bpr."
         ),
     )
     hnsw_m: int = Field(32, ge=4, le=256, description="HNSW graph degree.")
@@ -93,7 +93,8 @@ class Settings(BaseSettings):
     fold_items: bool = Field(
         True,
         description=(
-            "Re-propagate the items that get online interactions (needs the bundle's layers)."
+            "Move the items that get online interactions with the propagate update (needs "
+            "the bundle's layers)."
         ),
     )
     finetune_beta: float = Field(

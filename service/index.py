@@ -56,6 +56,16 @@ def _sorted_unique(values: np.ndarray) -> np.ndarray:
     return np.unique(values.astype(np.int64))
 
 
+def exact_scores(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Float64 inner products of each of ``rows`` with ``query``.
+
+    Each row's sum is taken in one fixed order whatever the other rows (``einsum``'s loop;
+    a BLAS product can round a row differently depending on how many rows it is given), so
+    an item scores the same from the index, beside it, or from a precomputed list.
+    """
+    return np.asarray(np.einsum("ij,j->i", rows.astype(np.float64), query.astype(np.float64)))
+
+
 def is_member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     """``np.isin(values, sorted_set)`` for a sorted unique ``sorted_set``, by binary search."""
     if len(sorted_set) == 0:
@@ -118,7 +128,7 @@ class ItemIndex:
 
     def _rescore(self, query: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Float64 scores of ``items``, as the offline evaluator computes them."""
-        return np.asarray(self._items[items].astype(np.float64) @ query.astype(np.float64))
+        return exact_scores(self._items[items], query)
 
     def _margin(self, query: np.ndarray) -> float:
         """A bound on the error of a float32 score of ``query`` against any item."""

@@ -53,6 +53,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         freeze_long_lived()
         yield
     finally:
+        if app.state.recommender is not None:
+            app.state.recommender.close()
         app.state.recommender = None
         store.close()
 

@@ -1,227 +1,156 @@
-"""Item vectors re-propagated with the interactions posted online (the item side of the fold-in).
+"""Item vectors that move with the interactions posted online (the item side of the fold-in).
 
-When users interact with an item online, the student would give that item new neighbours. The
-overlay recomputes, for every item that got online interactions, the final LightGCN embedding
-the student computes over the enlarged graph (training edges + online edges), holding the egos
-fixed:
+Semantics (one online edge ``(u, j)`` at a time, in log order; see ``bundle.lightgcn``):
 
-    final_i = 1/(L+1) * (e_i^(0) + sum_{l=1..L} i^(l)),
-    i^(l)   = sum_{u in N'(i)} u^(l-1) / sqrt(d'_u d'_i),
-    u^(0)   = the user's ego (the mean ego for a user the bundle does not know),
-    u^(l)   = sum_{j in N'(u)} e_j^(l-1) / sqrt(d'_u d'_j)   (l = 1..L-1),
+- An item's final embedding is ``(e_j^(0) + R_j / sqrt(d_j)) / (L + 1)`` with ``d_j`` its
+  *current* degree (training users + online users), applied when the vector is read, and
+  ``R_j = R_j^train + sum of its online edges' contributions``. ``R_j^train`` comes from the
+  bundle (:func:`~bundle.lightgcn.item_training_sum`): training edges keep what they
+  contributed in training.
+- An online edge contributes its user's ``c_u = sum_{l<L} u^(l) / sqrt(d_u)``
+  (:func:`~bundle.lightgcn.user_contribution`), ``u^(l)`` folded over the user's items at the
+  items' training degrees, ``d_u`` the user's degree.
+- A user's degree grows with each edge, which changes ``c_u``. The contributions of the
+  user's last :data:`ONLINE_WINDOW` online edges follow it (they all hold the newest ``c_u``);
+  an edge that leaves the window keeps the ``c_u`` it had then (it is compacted into
+  ``R_j``). So edge number ``t`` of a user with ``n`` online edges contributes ``c_u`` as it
+  was after edge ``min(t + W - 1, n - 1)``: a pure function of the log, whatever its batching.
 
-where ``N'`` and the degrees ``d'`` count training and online edges, and ``e_j^(l)`` are the
-bundle's item layers. For L <= 2 this is exact (it only needs item egos); for deeper students
-the users' higher layers use the bundle's item layers. Every replica applies the same append-
-ordered log (:meth:`service.store.base.Store.events_since`), so every replica computes the same
-vectors. The FAISS index is never modified: the recommender searches it without the overlaid
-items and scores those exactly (:func:`merge_top_k`).
+Cost: ``O((items of the event + W) * dim)`` per event, never the user's or the item's
+history. For a cold item (no training user) reached by a new user it is exactly the LightGCN
+forward over the enlarged graph; otherwise the training side's degrees are frozen.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import numpy as np
 
-from bundle import Bundle, propagate_to_users
+from bundle import Bundle
+from bundle.lightgcn import item_final, item_training_sum
 
-UserKey = int | str
-"""A bundle user's row, or the external id of a user the bundle does not know."""
+ONLINE_WINDOW = 128
+"""Online edges per user whose contribution follows the user's current degree."""
 
 
-class OverlaySnapshot(NamedTuple):
-    """The overlaid items (sorted), their vectors, and the step at which each last changed."""
+@dataclass(frozen=True)
+class Window:
+    """A user's last online items (at most the window, oldest first) and their shared
+    contribution (float64 (dim,))."""
 
     items: np.ndarray
-    vectors: np.ndarray
-    changed: np.ndarray
-    step: int
+    contribution: np.ndarray
 
 
-def _item_users(bundle: Bundle) -> tuple[np.ndarray, np.ndarray]:
-    """CSC view of the training matrix: users of item ``i`` are ``users[ptr[i]:ptr[i+1]]``."""
-    owners = np.repeat(np.arange(bundle.n_users), np.diff(bundle.train_indptr))
-    order = np.argsort(bundle.train_indices, kind="stable")
-    counts = np.bincount(bundle.train_indices, minlength=bundle.n_items)
-    pointer = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return pointer, owners[order].astype(np.int64)
+class ItemSide:
+    """Running item sums over online edges, online degrees and per-user windows.
 
-
-class ItemOverlay:
-    """Online neighbours of items and users, and the re-propagated vectors of touched items.
-
-    Thread-safe: :meth:`apply` serialises writers; :attr:`snapshot` is replaced, never
-    mutated, so a reader always sees one consistent :class:`OverlaySnapshot`. Each
-    :meth:`apply` that changes something is one step; ``snapshot.changed`` says at which step
-    each item last changed, so a reader can tell what changed since a step it has indexed.
+    Not thread-safe: one writer (:class:`service.online.OnlineState`) owns it.
     """
 
-    def __init__(self, bundle: Bundle) -> None:
-        if bundle.user_ego is None or bundle.item_layers is None:
+    def __init__(self, bundle: Bundle, window: int = ONLINE_WINDOW) -> None:
+        if bundle.item_layers is None:
             raise ValueError(f"bundle {bundle.model_version} has no LightGCN layers to fold in")
-        self._bundle = bundle
-        self._ego = bundle.user_ego
-        self._mean_ego = bundle.user_ego.mean(axis=0)
-        self._layers = bundle.item_layers
-        self._user_index = {user: row for row, user in enumerate(bundle.user_ids)}
-        self._item_index = {item: col for col, item in enumerate(bundle.item_ids)}
-        self._item_ptr, self._item_train_users = _item_users(bundle)
+        if window < 1:
+            raise ValueError(f"the online window must be >= 1 edge, got {window}")
+        self.window = window
+        self._n_layers = int(bundle.item_layers.shape[0])
+        self._ego = bundle.item_layers[0] if self._n_layers else bundle.item_embeddings
+        self._final = bundle.item_embeddings
         self._train_degrees = bundle.item_popularity()
-        self._degrees = self._train_degrees.copy()
-        self._user_layers = _train_user_layers(bundle)
-        self._online_users: dict[int, set[UserKey]] = {}
-        self._online_items: dict[UserKey, set[int]] = {}
-        self._vectors: dict[int, np.ndarray] = {}
-        self._lock = threading.Lock()
-        self._changed: dict[int, int] = {}
-        self.snapshot = OverlaySnapshot(
-            np.empty(0, dtype=np.int64),
-            np.empty((0, bundle.dim), dtype=np.float32),
-            np.empty(0, dtype=np.int64),
-            0,
-        )
+        dim = bundle.dim
+        self._slots: dict[int, int] = {}
+        self._items = np.empty(0, dtype=np.int64)
+        self._sums = np.empty((0, dim))
+        self._degrees = np.empty(0, dtype=np.int64)
+        self.windows: dict[str, Window] = {}
 
-    def apply(self, pairs: Iterable[tuple[str, str]]) -> int:
-        """Add online ``(user_id, item_id)`` pairs, in log order; return the new edges.
+    @property
+    def items(self) -> np.ndarray:
+        """The items with online edges, in the order they got their first."""
+        return self._items[: len(self._slots)]
 
-        Each new edge re-propagates its item and the user's other online items (whose weight
-        for this user changed with the user's degree), one edge at a time, so the vectors depend
-        only on the log's order, not on how it was batched: replicas that applied the same log
-        hold the same vectors. Pairs naming an item outside this bundle's catalog, training
-        edges and repeated pairs add nothing.
+    def add(self, user_id: str, items: np.ndarray, contributions: np.ndarray) -> np.ndarray:
+        """Add ``user_id``'s new online edges ``items`` (in order, new to the user), with
+        ``contributions[k]`` the user's ``c_u`` after edge ``k``; return the items that moved.
         """
-        with self._lock:
-            added = 0
-            step = self.snapshot.step + 1
-            for user_id, item_id in pairs:
-                item = self._item_index.get(item_id)
-                if item is None:
-                    continue
-                row = self._user_index.get(user_id)
-                key: UserKey = user_id if row is None else row
-                if key in self._online_users.get(item, ()) or (
-                    row is not None and item in self._train_items(row)
-                ):
-                    continue
-                self._online_users.setdefault(item, set()).add(key)
-                self._online_items.setdefault(key, set()).add(item)
-                self._degrees[item] += 1
-                for moved in sorted(self._online_items[key]):
-                    self._vectors[moved] = self._propagate_item(moved)
-                    self._changed[moved] = step
-                added += 1
-            if added:
-                order = sorted(self._vectors)
-                vectors = np.stack([self._vectors[item] for item in order]).astype(np.float32)
-                vectors.flags.writeable = False
-                changed = np.asarray([self._changed[item] for item in order], dtype=np.int64)
-                self.snapshot = OverlaySnapshot(
-                    np.asarray(order, dtype=np.int64), vectors, changed, step
-                )
-            return added
+        if items.size == 0 or self._n_layers == 0:
+            return np.empty(0, dtype=np.int64)
+        old = self.windows.get(user_id)
+        held = np.empty(0, dtype=np.int64) if old is None else old.items
+        edges = np.concatenate([held, items])
+        after = np.arange(edges.size) - held.size + self.window - 1
+        moved = after >= 0
+        latest = contributions[np.minimum(after[moved], items.size - 1)]
+        if old is not None:
+            latest[: int(moved[: held.size].sum())] -= old.contribution
+        slots = self._slots_of(edges[moved])
+        self._sums[slots] += latest
+        self._degrees[self._slots_of(items)] += 1
+        self.windows[user_id] = Window(edges[-self.window :].copy(), contributions[-1].copy())
+        return np.asarray(edges[moved])
 
-    def _train_items(self, row: int) -> np.ndarray:
-        indptr = self._bundle.train_indptr
-        return self._bundle.train_indices[indptr[row] : indptr[row + 1]]
+    def vectors(self, items: np.ndarray) -> np.ndarray:
+        """The current float32 vectors of ``items`` (each with online edges)."""
+        slots = np.asarray([self._slots[item] for item in items.tolist()], dtype=np.int64)
+        train = self._train_degrees[items]
+        sums = item_training_sum(self._final[items], self._ego[items], train, self._n_layers)
+        sums += self._sums[slots]
+        degrees = train + self._degrees[slots]
+        return item_final(self._ego[items], sums, degrees, self._n_layers).astype(np.float32)
 
-    def _propagate_item(self, item: int) -> np.ndarray:
-        """The item's final embedding over the enlarged graph (float64, see the module).
+    def state(self) -> dict[str, np.ndarray]:
+        """The arrays :meth:`restore` takes back (copies)."""
+        users = list(self.windows)
+        windows = [self.windows[user] for user in users]
+        lengths = np.asarray([window.items.size for window in windows], dtype=np.int64)
+        return {
+            "item_items": self.items.copy(),
+            "item_sums": self._sums[: len(self._slots)].copy(),
+            "item_degrees": self._degrees[: len(self._slots)].copy(),
+            "window_users": np.asarray(users, dtype=object).astype(str),
+            "window_lengths": lengths,
+            "window_items": np.concatenate(
+                [window.items for window in windows] or [np.empty(0, dtype=np.int64)]
+            ),
+            "window_contributions": np.stack(
+                [window.contribution for window in windows] or [np.empty((0,))]
+            ).reshape(len(windows), -1),
+        }
 
-        A neighbour's layer starts from its training-graph layer (precomputed) and is then
-        corrected for the items whose degree changed and for the user's online items, so the
-        cost is one gather of the neighbours' item ids plus work on the changed entries only.
-        """
-        train_users = self._item_train_users[self._item_ptr[item] : self._item_ptr[item + 1]]
-        online = sorted(self._online_users.get(item, set()), key=lambda key: (str(type(key)), key))
-        rows = np.concatenate(
-            [train_users, np.asarray([k for k in online if isinstance(k, int)], dtype=np.int64)]
-        )
-        strangers = [key for key in online if isinstance(key, str)]
-        n_users = rows.size + len(strangers)
-        flat, owners = self._gather_train_items(rows)
-        changed = self._degrees[flat] != self._train_degrees[flat]
-        flat, owners = flat[changed], owners[changed]
-        corrections = 1.0 / np.sqrt(self._degrees[flat]) - 1.0 / np.sqrt(
-            np.maximum(self._train_degrees[flat], 1)
-        )
-        extra_items: list[int] = []
-        extra_owners: list[int] = []
-        for position, key in enumerate([*rows.tolist(), *strangers]):
-            mine = sorted(self._online_items.get(key, ()))
-            extra_items += mine
-            extra_owners += [position] * len(mine)
-        extra = np.asarray(extra_items, dtype=np.int64)
-        flat = np.concatenate([flat, extra])
-        owners = np.concatenate([owners, np.asarray(extra_owners, dtype=np.int64)])
-        weights = np.concatenate([corrections, 1.0 / np.sqrt(self._degrees[extra])])
-        train_deg = np.concatenate(
-            [np.diff(self._bundle.train_indptr)[rows], np.zeros(len(strangers), dtype=np.int64)]
-        )
-        degrees = np.maximum(train_deg + np.bincount(extra_owners, minlength=n_users), 1)
-        order = np.argsort(owners, kind="stable")
-        flat, owners, weights = flat[order], owners[order], weights[order]
-        present, starts = np.unique(owners, return_index=True)
-        n_layers = self._layers.shape[0]
-        user_layer = np.concatenate(
-            [self._ego[rows], np.tile(self._mean_ego, (len(strangers), 1))]
-        ).astype(np.float64)
-        item_weights = 1.0 / np.sqrt(degrees * max(n_users, 1))
-        total = self._layers[0, item].astype(np.float64)
-        for layer in range(1, n_layers + 1):
-            total = total + item_weights @ user_layer
-            if layer < n_layers:
-                sums = np.zeros((n_users, self._layers.shape[2]))
-                sums[: rows.size] = (
-                    self._user_layers[layer - 1][rows]
-                    * np.sqrt(np.maximum(train_deg[: rows.size], 1))[:, None]
-                )
-                if present.size:
-                    weighted = self._layers[layer - 1, flat].astype(np.float64) * weights[:, None]
-                    sums[present] += np.add.reduceat(weighted, starts, axis=0)
-                user_layer = sums / np.sqrt(degrees)[:, None]
-        return np.asarray(total / (n_layers + 1))
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Take back what :meth:`state` returned (into an empty side)."""
+        items = arrays["item_items"].astype(np.int64)
+        self._slots = {item: slot for slot, item in enumerate(items.tolist())}
+        self._items = items.copy()
+        self._sums = arrays["item_sums"].astype(np.float64).reshape(items.size, -1).copy()
+        self._degrees = arrays["item_degrees"].astype(np.int64).copy()
+        bounds = np.concatenate([[0], np.cumsum(arrays["window_lengths"])])
+        window_items = arrays["window_items"].astype(np.int64)
+        contributions = arrays["window_contributions"].astype(np.float64)
+        self.windows = {
+            str(user): Window(
+                window_items[bounds[n] : bounds[n + 1]].copy(), contributions[n].copy()
+            )
+            for n, user in enumerate(arrays["window_users"].tolist())
+        }
 
-    def _gather_train_items(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The training items of ``rows``, flattened, with the position of their row."""
-        indptr = self._bundle.train_indptr
-        starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
-        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
-        flat = self._bundle.train_indices[offsets + np.arange(lengths.sum())].astype(np.int64)
-        return flat, np.repeat(np.arange(rows.size), lengths)
-
-
-def _train_user_layers(bundle: Bundle) -> list[np.ndarray]:
-    """Users' LightGCN layers ``1..L-1`` on the training graph, float64 (U, d) each."""
-    assert bundle.item_layers is not None
-    degrees = bundle.item_popularity()
-    return [
-        propagate_to_users(bundle.train_indptr, bundle.train_indices, layer, degrees)
-        for layer in bundle.item_layers[:-1]
-    ]
-
-
-def merge_top_k(
-    found_scores: np.ndarray,
-    found_items: np.ndarray,
-    extra_scores: np.ndarray,
-    extra_items: np.ndarray,
-    k: int,
-    missing: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The top-``k`` of the index's candidates and the ``extra`` scored items together.
-
-    Ordered by descending score, ties by the lower item index (as the index and the offline
-    evaluator order); rows shorter than ``k`` are padded with ``missing`` / ``-inf``.
-    """
-    valid = found_items != missing
-    items = np.concatenate([found_items[valid], extra_items.astype(np.int64)])
-    scores = np.concatenate([found_scores[valid], extra_scores.astype(np.float64)])
-    order = np.lexsort((items, -scores))[:k]
-    out_scores = np.full(k, -np.inf)
-    out_items = np.full(k, missing, dtype=np.int64)
-    out_scores[: len(order)] = scores[order]
-    out_items[: len(order)] = items[order]
-    return out_scores, out_items
+    def _slots_of(self, items: np.ndarray) -> np.ndarray:
+        """The rows of ``items`` in the running arrays, adding (zero) rows for new items."""
+        fresh = [item for item in dict.fromkeys(items.tolist()) if item not in self._slots]
+        if fresh:
+            count = len(self._slots)
+            needed = count + len(fresh)
+            if needed > self._items.size:
+                capacity = max(needed, 2 * self._items.size, 64)
+                self._items = np.resize(self._items, capacity)
+                sums = np.zeros((capacity, self._sums.shape[1]))
+                sums[:count] = self._sums[:count]
+                degrees = np.zeros(capacity, dtype=np.int64)
+                degrees[:count] = self._degrees[:count]
+                self._sums, self._degrees = sums, degrees
+            for offset, item in enumerate(fresh):
+                self._slots[item] = count + offset
+                self._items[count + offset] = item
+        return np.asarray([self._slots[item] for item in items.tolist()], dtype=np.int64)

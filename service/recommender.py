@@ -1,31 +1,33 @@
-"""The served model: one loaded bundle, its item index, popularity, and the store.
+"""The served model: a thin façade over the catalog, the online state and the served items.
 
-A :class:`Recommender` is immutable after construction apart from what it writes to the
-store: item embeddings and the index are read-only, and a reload builds a new Recommender
-and swaps one reference (see ``service.main``), so in-flight requests finish on the old one.
+A :class:`Recommender` serves one loaded bundle. Its bundle arrays and the bundle's index are
+read-only; what the posted interactions change lives in an :class:`~service.online.OnlineState`
+that a background :class:`~service.worker.OnlineWorker` keeps following the store's log, and
+that requests only read (immutable views, swapped). A reload builds a new Recommender and
+swaps one reference (see ``service.main``), so in-flight requests finish on the old one.
 
-How a user's vector reflects the interactions posted through ``/interactions`` depends on
-the update method (``PROMPTMM_FINETUNE_METHOD``, see :mod:`service.finetune`):
+How a user's vector follows their posted interactions depends on the update method
+(``PROMPTMM_FINETUNE_METHOD``, :mod:`service.strategies`, :mod:`service.finetune`):
 
 - ``propagate`` (the default when the bundle carries the student's LightGCN layers) and
-  ``mean`` are pure functions of the bundle and the user's items (training + stored). The
-  vector is folded in from the durable interaction log whenever the user is served (tens of
-  microseconds), never stored: an interaction costs one durable write, a recommendation one
-  read, and every replica serves the same vector because they share the log.
+  ``mean`` are running sums over the user's items (training + posted), updated per logged
+  pair at a cost bounded by the event, never stored per user: every replica derives the same
+  vector from the shared log.
 - ``bpr`` continues from the user's previous vector, so its result is stored per model version
   right after the interaction is; a user with stored interactions but no vector for this
   version (after a reload) is re-folded on first use.
 
-A user with no usable stored interaction gets the bundle's vector, an unknown one none (the
-popularity fallback or 404).
+Items move too with ``propagate`` on a bundle with layers (``PROMPTMM_FOLD_ITEMS``,
+:mod:`service.overlay`); moved items are scored exactly beside the index until the worker
+rebuilds it with them (:mod:`service.served`).
 
-Items move too when the bundle has layers (``PROMPTMM_FOLD_ITEMS``): every request first applies
-the interactions appended since the last one (:meth:`~service.store.base.Store.events_since`) to
-an :class:`~service.overlay.ItemOverlay`, whose re-propagated items are scored exactly beside the
-index until they are rebuilt into a new one (the bundle's index itself is never modified).
+Freshness: a write is durable when acknowledged. The worker applies it within milliseconds;
+a request that finds the log at most :data:`CATCH_UP_PAIRS` ahead of the state applies that
+tail itself first (so a poster reads their own write, on any replica), and one that finds it
+further ahead (a flood) answers from the current state while the worker catches up.
 
-The log revision read by :meth:`Recommender.refresh` also tags :attr:`Recommender.responses`, the
-cache of rendered answers (:mod:`service.response_cache`).
+Start-up loads the newest snapshot of this model version (:meth:`Store.get_snapshot`) and
+replays only the log after it.
 """
 
 from __future__ import annotations
@@ -33,40 +35,40 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from bundle import Bundle, fold_in_user, read_bundle
+from bundle import Bundle, read_bundle
+from service.catalog import NO_ITEMS, Catalog, read_only
 from service.config import Settings
 from service.errors import UnknownItemsError, UnknownUserError
-from service.finetune import (
-    FinetuneMethod,
-    finetune_user,
-    mean_fold_in,
-    mean_square,
-    resolve_method,
-)
-from service.index import MISSING_ITEM, ItemIndex, build_index, is_member
-from service.overlay import ItemOverlay, OverlaySnapshot, merge_top_k
-from service.response_cache import ResponseCache
-from service.store.base import Event, Store
+from service.finetune import FinetuneMethod, finetune_user, mean_square, resolve_method
+from service.index import ItemIndex, build_index, exact_scores, is_member
+from service.online import ItemsView, OnlineState
+from service.overlay import ItemSide
+from service.response_cache import ResponseCache, Scope
+from service.served import search, with_moved
+from service.store.base import Event, Store, StoreError
+from service.strategies import MeanStrategy, PropagateStrategy, UserStrategy
 from service.toplists import TopLists
+from service.worker import COMPACT_AFTER, OnlineWorker
 
 logger = logging.getLogger(__name__)
 
 N_USER_LOCKS = 256
-COMPACT_AFTER = 64
-"""Overlaid items scored outside the index before it is rebuilt with them."""
-COMPACT_EVERY_S = 1.0
-"""Longest wait, in seconds, before pending overlaid items are rebuilt into the index."""
-TOPLIST_MAX_OVERLAY = 2048
-"""Most overlaid items the precomputed lists are used with: each is scored per request (on
-tiktok with 1,719 overlaid items the lists path takes 123 us, a search 154 us)."""
+CATCH_UP_PAIRS = 256
+"""Most log pairs a request applies itself before answering (one worker chunk)."""
+CATCH_UP_WAIT_S = 0.05
+"""Longest wait of a request for the worker's turn on the state (one chunk)."""
+REPLAY_CHUNK = 65_536
+"""Log pairs applied per step when replaying at start-up or :meth:`Recommender.sync`."""
 Fallback = Literal["popular"]
 
 
@@ -93,37 +95,6 @@ class _UserState:
     """The user's bundle row when ``vector`` is that row's exported vector, unchanged."""
 
 
-def _with_overlaid(
-    scores: np.ndarray,
-    items: np.ndarray,
-    overlaid: np.ndarray,
-    overlaid_scores: np.ndarray,
-    exclude: np.ndarray,
-    k: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """A top-``k`` (``scores``, ``items``) that left ``overlaid`` out, with those merged in.
-
-    ``overlaid`` (sorted) are scored exactly by ``overlaid_scores``; those in ``exclude``
-    (sorted) stay out. Only their own top ``k`` (ties at the cut included) can enter.
-    """
-    allowed = ~is_member(overlaid, exclude)
-    extra, extra_items = overlaid_scores[allowed], overlaid[allowed]
-    if extra.size > k:
-        best = extra >= np.partition(extra, extra.size - k)[extra.size - k]
-        extra, extra_items = extra[best], extra_items[best]
-    return merge_top_k(scores, items, extra, extra_items, k, MISSING_ITEM)
-
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-    array = np.ascontiguousarray(array).copy()
-    array.flags.writeable = False
-    return array
-
-
-_NO_ITEMS = _read_only(np.empty(0, dtype=np.int64))
-"""An empty item list (catalog indices), shared."""
-
-
 class Recommender:
     """Top-k recommendations and online updates for one model version."""
 
@@ -142,38 +113,29 @@ class Recommender:
             )
         self.bundle = bundle
         self.index = index
+        self.catalog = Catalog(bundle)
         self._store = store
         self._settings = settings
         self._on_finetune = on_finetune
-        self._items = _read_only(bundle.item_embeddings)
-        self._users = _read_only(bundle.user_embeddings)
+        self._items = read_only(bundle.item_embeddings)
+        self._users = read_only(bundle.user_embeddings)
         self._item_scale = mean_square(self._items)
-        self._mean_user = _read_only(bundle.user_embeddings.mean(axis=0).astype(np.float32))
-        self._user_index = {user: row for row, user in enumerate(bundle.user_ids)}
-        self._item_index = {item: col for col, item in enumerate(bundle.item_ids)}
-        popularity = bundle.item_popularity()
-        self._popular = _read_only(np.lexsort((np.arange(bundle.n_items), -popularity)))
-        self._popularity = _read_only(popularity.astype(np.float32))
+        self._mean_user = read_only(bundle.user_embeddings.mean(axis=0).astype(np.float32))
         self._locks = [threading.Lock() for _ in range(N_USER_LOCKS)]
         self.finetune_method: FinetuneMethod = resolve_method(
             settings.finetune_method, bundle.item_layers is not None, bundle.model_version
         )
-        self._item_degrees = popularity
-        if bundle.user_ego is not None and bundle.item_layers is not None:
-            self._user_ego = _read_only(bundle.user_ego)
-            self._item_layers = _read_only(bundle.item_layers)
-            self._mean_ego = _read_only(bundle.user_ego.mean(axis=0).astype(np.float32))
-        self._overlay = (
-            ItemOverlay(bundle) if settings.fold_items and bundle.item_layers is not None else None
+        strategy: UserStrategy | None = None
+        item_side = None
+        if self.finetune_method == "propagate":
+            strategy = PropagateStrategy(bundle)
+            if settings.fold_items:
+                item_side = ItemSide(bundle)
+        elif self.finetune_method == "mean":
+            strategy = MeanStrategy(bundle, settings.finetune_beta, self._item_scale)
+        self._online = OnlineState(
+            self.catalog, strategy, item_side, index, self._items, on_finetune
         )
-        self._revision = 0
-        self._posted_users: set[str] = set()
-        """Users with at least one logged interaction (from the log :meth:`refresh` reads):
-        only their stored items are read on a request."""
-        self._sync_lock = threading.Lock()
-        self._compact_lock = threading.Lock()
-        self._served: tuple[ItemIndex, int] = (index, 0)
-        self._compacted_at = time.monotonic()
         self._toplists = (
             TopLists(
                 index,
@@ -185,19 +147,27 @@ class Recommender:
             if settings.precompute_depth
             else None
         )
-        self._overlay64: tuple[int, np.ndarray] = (-1, np.empty((0, bundle.dim)))
+        snapshot_revision = self._restore()
         self.responses = (
-            ResponseCache(settings.response_cache_mb * 2**20)
+            ResponseCache(
+                settings.response_cache_mb * 2**20,
+                _AnswerCheck(self._online, self._users).still_valid,
+            )
             if settings.response_cache_mb and self.finetune_method != "bpr"
             else None
         )
-        """Rendered answers of the current log revision (None: off, or ``bpr``, whose
-        stored vectors change after the interaction that causes them is logged)."""
-        self._no_pending = (
-            _NO_ITEMS,
-            _read_only(np.empty((0, bundle.dim), dtype=np.float32)),
+        """Rendered answers, each kept while no write changed it (None: off, or ``bpr``,
+        whose stored vectors change after the interaction that causes them is logged)."""
+        self._worker = OnlineWorker(
+            self._online,
+            store,
+            partial(build_index, kind=index.kind, settings=settings),
+            _snapshotter(self._online, bundle.model_version, self.finetune_method),
+            bundle.model_version,
+            snapshot_revision,
         )
-        self.refresh()
+        self._worker.start()
+        weakref.finalize(self, self._worker.stop)
 
     @classmethod
     def load(
@@ -226,9 +196,13 @@ class Recommender:
     def model_version(self) -> str:
         return self.bundle.model_version
 
+    def close(self) -> None:
+        """Stop the background worker (requests in flight still answer)."""
+        self._worker.stop()
+
     def unknown_items(self, item_ids: Sequence[str]) -> list[str]:
         """The ids in ``item_ids`` that are not in this model's catalog, in order."""
-        return [item for item in item_ids if item not in self._item_index]
+        return self.catalog.unknown_items(item_ids)
 
     def recommend(
         self, user_id: str, k: int, exclude_seen: bool = True, *, refresh: bool = True
@@ -238,45 +212,36 @@ class Recommender:
     def recommend_many(
         self, queries: Sequence[RecommendQuery], *, refresh: bool = True
     ) -> list[Recommendation]:
-        """Top-k for each query; users with a vector are searched in one index call.
+        """Top-k for each query over the current view; users with a vector share one search.
 
-        Items re-propagated with online interactions (the overlay) are left out of the index
-        search and scored exactly, then merged in. A bundle user with the bundle's vector is
-        answered from the precomputed lists (:class:`TopLists`) when they hold enough items.
-        ``refresh=False`` skips reading the log first: the caller has just called
-        :meth:`refresh`.
+        A bundle user with the bundle's vector is answered from the precomputed lists
+        (:class:`TopLists`) when they hold enough items. ``refresh=False`` skips the look at
+        the log first: the caller has just called :meth:`refresh`.
         """
         if refresh:
             self.refresh()
-        snapshot = None if self._overlay is None else self._overlay.snapshot
-        index, overlay_items, overlay_vectors = self._search_state(snapshot)
+        view = self._online.items
         states = [self._user_state(query.user_id, query.exclude_seen) for query in queries]
         results: dict[int, list[tuple[str, float]]] = {}
         for row, (query, state) in enumerate(zip(queries, states, strict=True)):
-            listed = self._from_toplist(query, state, snapshot)
+            listed = self._from_toplist(query, state, view)
             if listed is not None:
                 results[row] = listed
-        vectors = {
-            row: state.vector
+        personal = [
+            row
             for row, state in enumerate(states)
             if state.vector is not None and row not in results
-        }
-        personal = list(vectors)
+        ]
         if personal:
-            k_max = max(queries[row].k for row in personal)
-            excludes = [states[row].exclude for row in personal]
-            if overlay_items.size:
-                excludes = [np.union1d(exclude, overlay_items) for exclude in excludes]
-            found = index.search(np.stack(list(vectors.values())), k_max, excludes)
-            for position, row in enumerate(personal):
-                k = queries[row].k
-                scores, items = found.scores[position, :k], found.items[position, :k]
-                if overlay_items.size:
-                    extra = overlay_vectors.astype(np.float64) @ vectors[row].astype(np.float64)
-                    scores, items = _with_overlaid(
-                        scores, items, overlay_items, extra, states[row].exclude, k
-                    )
-                results[row] = self._named(items, scores)
+            vectors = np.stack([states[row].vector for row in personal])  # type: ignore[misc]
+            found = search(
+                view,
+                vectors,
+                [states[row].exclude for row in personal],
+                [queries[row].k for row in personal],
+            )
+            for row, (scores, items) in zip(personal, found, strict=True):
+                results[row] = self.catalog.named(items, scores)
         answers = []
         for row, (query, state) in enumerate(zip(queries, states, strict=True)):
             if row in results:
@@ -289,7 +254,7 @@ class Recommender:
             answers.append(
                 Recommendation(
                     query.user_id,
-                    self._popular_items(query.k, state.exclude),
+                    self.catalog.popular(query.k, state.exclude),
                     self.model_version,
                     "popular",
                 )
@@ -297,7 +262,8 @@ class Recommender:
         return answers
 
     def record(self, events: Sequence[Event]) -> int:
-        """Validate, durably store (then, for ``bpr``, fine-tune every touched user); return items.
+        """Validate and durably store (then, for ``bpr``, fine-tune every touched user);
+        return the number of items. The online state follows in the background.
 
         Raises :class:`UnknownItemsError` before writing anything when an event names an
         item outside this model's catalog.
@@ -310,6 +276,7 @@ class Recommender:
         if unknown:
             raise UnknownItemsError(unknown)
         self._store.append(events)
+        self._worker.wake()
         if self.finetune_method == "bpr":
             for user_id in dict.fromkeys(event.user_id for event in events):
                 with self._lock(user_id):
@@ -317,164 +284,136 @@ class Recommender:
                     self._refresh_vector(user_id, self._store.seen(user_id), start)
         return sum(len(event.item_ids) for event in events)
 
-    def item_vectors(self) -> np.ndarray:
-        """The item vectors served now: the bundle's, with the overlay's rows swapped in."""
-        self.refresh()
-        return self._served_vectors(None if self._overlay is None else self._overlay.snapshot)
+    def scope(self, recommendation: Recommendation, k: int, exclude_seen: bool) -> Scope:
+        """What ``recommendation`` (for ``k`` items) depends on, for the response cache."""
+        items = np.asarray(
+            sorted(self.catalog.item(item_id) or 0 for item_id, _ in recommendation.items),
+            dtype=np.int64,
+        )
+        full = len(recommendation.items) == k
+        last = recommendation.items[-1][1] if full and recommendation.items else -np.inf
+        return Scope(
+            recommendation.user_id,
+            exclude_seen,
+            items,
+            float(last),
+            recommendation.fallback is not None,
+        )
 
-    def _served_vectors(self, snapshot: OverlaySnapshot | None) -> np.ndarray:
-        """A copy of the bundle's item vectors with ``snapshot``'s overlaid rows swapped in."""
-        served = self._items.copy()
-        if snapshot is not None:
-            served[snapshot.items] = snapshot.vectors
-        return served
+    def refresh(self) -> int:
+        """Apply the log's tail first when it is short (see the module); return the log
+        revision the served view reflects."""
+        online = self._online
+        behind = self._store.latest_revision() - online.revision
+        if 0 < behind <= CATCH_UP_PAIRS:
+            online.catch_up(self._store, CATCH_UP_PAIRS, CATCH_UP_WAIT_S)
+        return online.items.revision
+
+    def sync(self) -> int:
+        """Apply the whole log now, however long (tests, benchmarks, start-up); return the
+        revision reached."""
+        while not self._online.catch_up(self._store, REPLAY_CHUNK, -1):
+            pass
+        return self._online.revision
+
+    def snapshot(self) -> int:
+        """Checkpoint the online state now; return the log revision it reflects."""
+        return self._worker.write_snapshot()
+
+    def item_vectors(self) -> np.ndarray:
+        """The item vectors served after the whole log: the bundle's, moved rows swapped in."""
+        self.sync()
+        with self._online.lock:
+            return self._online.served_vectors()[0]
+
+    def user_vector(self, user_id: str) -> np.ndarray | None:
+        """The vector ``/recommend`` uses for ``user_id`` after the whole log (None: unknown)."""
+        self.sync()
+        return self._user_state(user_id, exclude_seen=False).vector
+
+    def _restore(self) -> int:
+        """Load the newest snapshot of this model (if any and sound), then replay the tail;
+        return the revision of the snapshot loaded (0: none)."""
+        online = self._online
+        started = time.perf_counter()
+        with online.lock:
+            found = self._store.get_snapshot(self.model_version)
+            if found is not None:
+                try:
+                    online.restore(found[1], self.model_version, self.finetune_method)
+                except StoreError as exc:
+                    logger.warning("ignoring the online-state snapshot: %s", exc)
+                    fresh_side = None if online.item_side is None else ItemSide(self.bundle)
+                    self._online = online = OnlineState(
+                        self.catalog,
+                        online.strategy,
+                        fresh_side,
+                        self.index,
+                        self._items,
+                        self._on_finetune,
+                    )
+        from_revision = online.revision
+        revision = self.sync()
+        if online.items.pending.size > COMPACT_AFTER:
+            with online.lock:
+                served, at = online.served_vectors()
+                online.swap_index(build_index(served, self.index.kind, self._settings), at)
+        logger.info(
+            "online state of %s: snapshot at revision %d, replayed to %d in %.2fs",
+            self.model_version,
+            from_revision,
+            revision,
+            time.perf_counter() - started,
+        )
+        return from_revision
 
     def _from_toplist(
-        self, query: RecommendQuery, state: _UserState, snapshot: OverlaySnapshot | None
+        self, query: RecommendQuery, state: _UserState, view: ItemsView
     ) -> list[tuple[str, float]] | None:
-        """The answer from the user's precomputed list and the overlay, or None: search.
+        """The answer from the user's precomputed list and the moved items, or None: search.
 
-        Every overlaid item is left out of the list (its vector is no longer the bundle's)
-        and scored exactly, as a search over the served vectors would score it.
+        Every moved item is left out of the list (its vector is no longer the bundle's) and
+        scored exactly, as a search over the served vectors would score it.
         """
         if (
             self._toplists is None
             or state.bundle_row is None
             or state.vector is None
             or not query.exclude_seen
+            or view.moved is None
+            or view.moved64 is None
         ):
             return None
-        hidden = _NO_ITEMS if snapshot is None else snapshot.items
-        if hidden.size > TOPLIST_MAX_OVERLAY:
-            return None
-        found = self._toplists.top(state.bundle_row, query.k, hidden)
+        found = self._toplists.top(state.bundle_row, query.k, view.moved)
         if found is None:
             return None
         scores, items = found
-        if snapshot is not None and hidden.size:
-            extra = self._overlay_scores(snapshot, state.vector)
-            scores, items = _with_overlaid(scores, items, hidden, extra, state.exclude, query.k)
-        return self._named(items, scores)
-
-    def _overlay_scores(self, snapshot: OverlaySnapshot, vector: np.ndarray) -> np.ndarray:
-        """Float64 scores of every overlaid item, as a search over the served vectors rescores.
-
-        The float64 copy of the snapshot's vectors is made once per overlay step.
-        """
-        step, vectors = self._overlay64
-        if step != snapshot.step:
-            vectors = snapshot.vectors.astype(np.float64)
-            self._overlay64 = (snapshot.step, vectors)
-        return np.asarray(vectors @ vector.astype(np.float64))
-
-    def _search_state(
-        self, snapshot: OverlaySnapshot | None
-    ) -> tuple[ItemIndex, np.ndarray, np.ndarray]:
-        """The index to search and the overlaid items it does not hold yet, with their vectors.
-
-        The searched index holds the overlay as of some step; items changed since are left out
-        of its search and scored exactly. Once more than :data:`COMPACT_AFTER` items are
-        pending, or some have been for :data:`COMPACT_EVERY_S`, the index is rebuilt over the
-        served vectors (one copy of the catalog for the exact index) and swapped in; the
-        bundle's own index is never modified.
-        """
-        if snapshot is None:
-            return self.index, *self._no_pending
-        index, step = self._served
-        if snapshot.step == step:
-            return index, *self._no_pending
-        pending = snapshot.changed > step
-        if self._due_for_compaction(int(pending.sum())):
-            with self._compact_lock:
-                index, step = self._served
-                if self._due_for_compaction(int((snapshot.changed > step).sum())):
-                    served = self._served_vectors(snapshot)
-                    index = build_index(served, self.index.kind, self._settings)
-                    step = snapshot.step
-                    self._served = (index, step)
-                    self._compacted_at = time.monotonic()
-            pending = snapshot.changed > step
-        return index, snapshot.items[pending], snapshot.vectors[pending]
-
-    def _due_for_compaction(self, pending: int) -> bool:
-        """Rebuild when many items are pending, or any have waited :data:`COMPACT_EVERY_S`."""
-        waited = time.monotonic() - self._compacted_at
-        return pending > COMPACT_AFTER or (pending > 0 and waited >= COMPACT_EVERY_S)
-
-    def refresh(self) -> int:
-        """Apply the interactions appended since the last look to the item overlay (if
-        items move); return the interaction-log revision this recommender has now seen."""
-        with self._sync_lock:
-            revision, pairs = self._store.events_since(self._revision)
-            self._posted_users.update(user_id for user_id, _ in pairs)
-            if pairs and self._overlay is not None:
-                started = time.perf_counter()
-                self._overlay.apply(pairs)
-                logger.debug(
-                    "item overlay: %d events in %.1f ms",
-                    len(pairs),
-                    (time.perf_counter() - started) * 1e3,
-                )
-            self._revision = revision
-            return revision
-
-    def user_vector(self, user_id: str) -> np.ndarray | None:
-        """The vector ``/recommend`` uses for ``user_id`` now (None: an unknown user)."""
-        self.refresh()
-        return self._user_state(user_id, exclude_seen=False).vector
+        if view.moved.size:
+            extra = exact_scores(view.moved64, state.vector)
+            scores, items = with_moved(scores, items, view.moved, extra, state.exclude, query.k)
+        return self.catalog.named(items, scores)
 
     def _lock(self, user_id: str) -> threading.Lock:
         return self._locks[zlib.crc32(user_id.encode()) % N_USER_LOCKS]
 
-    def _train_items(self, user_id: str) -> np.ndarray:
-        row = self._user_index.get(user_id)
-        if row is None:
-            return _NO_ITEMS
-        return self.bundle.seen_items(row).astype(np.int64)
-
-    def _seen_indices(self, seen: set[str]) -> np.ndarray:
-        """Catalog indices of stored item ids (ids absent from this version are skipped)."""
-        found = [self._item_index[item] for item in seen if item in self._item_index]
-        return np.asarray(sorted(found), dtype=np.int64)
-
     def _user_state(self, user_id: str, exclude_seen: bool) -> _UserState:
-        posted = (
-            self._seen_indices(self._store.seen(user_id))
-            if user_id in self._posted_users
-            else _NO_ITEMS
-        )
-        train = self._train_items(user_id)
-        row = self._user_index.get(user_id)
+        entry = self._online.users.get(user_id)
+        row = self.catalog.user_row(user_id)
         vector: np.ndarray | None = None
         if self.finetune_method == "bpr":
             vector = self._store.get_vector(user_id, self.model_version)
-            if vector is None and posted.size:
+            if vector is None and entry is not None:
                 vector = self._refold(user_id)
-        elif posted.size:
-            vector = self._fold(row, np.union1d(train, posted))
+        elif entry is not None:
+            vector = entry.vector
         bundle_row = None
         if vector is None and row is not None:
             vector = self._users[row]
             bundle_row = row
         if not exclude_seen:
-            return _UserState(vector, _NO_ITEMS, bundle_row)
-        exclude = np.union1d(train, posted) if posted.size else train
+            return _UserState(vector, NO_ITEMS, bundle_row)
+        exclude = entry.exclude if entry is not None else self.catalog.train_items(row)
         return _UserState(vector, exclude, bundle_row)
-
-    def _fold(self, row: int | None, positives: np.ndarray) -> np.ndarray:
-        """The deterministic (``propagate`` or ``mean``) vector of a user with these items."""
-        started = time.perf_counter()
-        if self.finetune_method == "propagate":
-            ego = self._mean_ego if row is None else self._user_ego[row]
-            vector = fold_in_user(ego, self._item_layers, positives, self._item_degrees)
-        else:
-            start = self._mean_user if row is None else self._users[row]
-            vector = mean_fold_in(
-                self._items, start, positives, self._settings.finetune_beta, self._item_scale
-            )
-        if self._on_finetune is not None:
-            self._on_finetune(time.perf_counter() - started)
-        return np.asarray(vector, dtype=np.float32)
 
     def _refold(self, user_id: str) -> np.ndarray:
         """Fine-tune a vector for a user with stored interactions but none for this version."""
@@ -489,10 +428,11 @@ class Recommender:
 
         The caller holds the user's lock.
         """
+        row = self.catalog.user_row(user_id)
         if start is None:
-            row = self._user_index.get(user_id)
             start = self._mean_user if row is None else self._users[row]
-        positives = np.union1d(self._train_items(user_id), self._seen_indices(seen))
+        known = [item for item in map(self.catalog.item, seen) if item is not None]
+        positives = np.union1d(self.catalog.train_items(row), np.asarray(known, dtype=np.int64))
         seed = zlib.crc32(f"{user_id}|{self.model_version}|{len(positives)}".encode())
         started = time.perf_counter()
         vector = finetune_user(
@@ -512,14 +452,61 @@ class Recommender:
         self._store.put_vector(user_id, self.model_version, vector)
         return vector
 
-    def _named(self, items: np.ndarray, scores: np.ndarray) -> list[tuple[str, float]]:
-        ids = self.bundle.item_ids
-        return [
-            (ids[item], float(score))
-            for item, score in zip(items.tolist(), scores.tolist(), strict=True)
-            if item != MISSING_ITEM
-        ]
 
-    def _popular_items(self, k: int, exclude: np.ndarray) -> list[tuple[str, float]]:
-        order = self._popular[~np.isin(self._popular, exclude)][:k]
-        return self._named(order, self._popularity[order])
+SCORE_MARGIN = 1e-9
+"""Relative slack when comparing a moved item's score with a cached answer's last score."""
+
+
+class _AnswerCheck:
+    """:meth:`still_valid` for the response cache (holds the state, not the Recommender)."""
+
+    def __init__(self, online: OnlineState, bundle_users: np.ndarray) -> None:
+        self._online = online
+        self._users = bundle_users
+
+    def still_valid(self, scope: Scope, revision: int) -> bool:
+        """Whether the answer of ``scope`` rendered at ``revision`` is still the answer.
+
+        It is unless the user changed since, or an item that moved since is in it or now
+        scores within :data:`SCORE_MARGIN` of its last score (or it is shorter than ``k``);
+        the fallback depends on the user only. Costs one dot product per moved item.
+        """
+        online = self._online
+        entry = online.users.get(scope.user_id)
+        if entry is not None and entry.revision > revision:
+            return False
+        if scope.fallback:
+            return True
+        changed = online.items.changed_since(revision)
+        if changed is None:
+            return False
+        if scope.exclude_seen and entry is not None:
+            changed = changed[~is_member(changed, entry.exclude)]
+        elif scope.exclude_seen:
+            row = online.catalog.user_row(scope.user_id)
+            changed = changed[~is_member(changed, online.catalog.train_items(row))]
+        if changed.size == 0:
+            return True
+        if is_member(changed, scope.items).any() or scope.last_score == -np.inf:
+            return False
+        vector = entry.vector if entry is not None else None
+        if vector is None:
+            row = online.catalog.user_row(scope.user_id)
+            if row is None:
+                return False
+            vector = self._users[row]
+        scores = exact_scores(online.item_vectors(changed), vector)
+        bar = scope.last_score - SCORE_MARGIN * max(1.0, abs(scope.last_score))
+        return not bool((scores >= bar).any())
+
+
+def _snapshotter(
+    online: OnlineState, model_version: str, method: str
+) -> Callable[[], tuple[int, bytes]]:
+    """The worker's checkpoint: the state's bytes and revision, taken under its lock."""
+
+    def take() -> tuple[int, bytes]:
+        with online.lock:
+            return online.revision, online.to_bytes(model_version, method)
+
+    return take

@@ -6,12 +6,13 @@ validated in one pydantic-core pass (``RecommendRequest.model_validate_json``, e
 like FastAPI's), not by FastAPI's body handling (``json.loads``, then validation of the
 Python objects), which cost about a fifth of a whole trivial request; ``openapi_extra``
 documents the same body. Rendered answers are kept in the recommender's response cache
-(:mod:`service.response_cache`) until the interaction log moves.
+(:mod:`service.response_cache`) until a write changes them.
 
-With the embedded store its blocking work is small and bounded (one indexed SQLite read of
-the log, then on a cache miss one read of the user's items, the user's fold-in and at most one
-FAISS search, under half a millisecond; with the stateful ``bpr`` update, once per user after
-a reload, a re-fold and one group commit), so it runs on the event loop instead of paying a
+With the embedded store its blocking work is small and bounded (one read of the log's
+revision, applying the log's tail when it is short (``CATCH_UP_PAIRS``, see
+:mod:`service.recommender`), then on a cache miss at most one FAISS search over the current
+view; with the stateful ``bpr`` update, once per user after a reload, a re-fold and one group
+commit), so it runs on the event loop instead of paying a
 thread-pool hop; with Redis (network reads that can wait up to the socket timeout) it runs in
 the thread pool so that a slow Redis never stalls the loop. It reads ``app.state`` itself
 rather than through dependencies, whose resolution cost a measurable share of the request.
@@ -92,7 +93,7 @@ def _render(recommendation: Recommendation) -> Answer:
 
 
 def _answer(recommender: Recommender, metrics: Metrics, query: RecommendRequest) -> Answer:
-    """The rendered answer: from the response cache when the log has not moved since."""
+    """The rendered answer: from the response cache when no write has changed it since."""
     cache = recommender.responses
     if cache is None:
         return _render(recommender.recommend(query.user_id, query.k, query.exclude_seen))
@@ -103,10 +104,11 @@ def _answer(recommender: Recommender, metrics: Metrics, query: RecommendRequest)
         metrics.cache_hits.inc()
         return cached
     metrics.cache_misses.inc()
-    answer = _render(
-        recommender.recommend(query.user_id, query.k, query.exclude_seen, refresh=False)
+    recommendation = recommender.recommend(
+        query.user_id, query.k, query.exclude_seen, refresh=False
     )
-    cache.put(key, revision, answer)
+    answer = _render(recommendation)
+    cache.put(key, revision, answer, recommender.scope(recommendation, query.k, query.exclude_seen))
     return answer
 
 

@@ -35,6 +35,10 @@ class StoreError(RuntimeError):
     """The store is unreachable or refused an operation."""
 
 
+class StoreClosedError(StoreError):
+    """The store was closed by its owner: nothing more can be read or written through it."""
+
+
 @runtime_checkable
 class Store(Protocol):
     def append(self, events: Sequence[Event]) -> None:
@@ -43,15 +47,30 @@ class Store(Protocol):
     def seen(self, user_id: str) -> set[str]:
         """Every item id recorded for ``user_id`` through :meth:`append`."""
 
-    def events_since(self, revision: int) -> tuple[int, list[tuple[str, str]]]:
-        """Every (user_id, item_id) appended after ``revision``, in order, and the new revision.
+    def events_since(
+        self, revision: int, limit: int | None = None
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """The (user_id, item_id) pairs appended after ``revision``, in order, and the revision
+        that follows the last one returned.
 
         Revisions are integers >= 0 that grow with each append; 0 is "before anything". Passing
         the returned revision back returns only what was appended in between (nothing: an empty
-        list and the same revision). Repeated interactions appear once per append. A negative
-        or non-integer ``revision`` raises ``ValueError``; one ahead of the store's latest
-        raises :class:`StoreError` (start again from 0).
+        list and the same revision). ``limit`` returns at most that many pairs (the oldest),
+        so a follower reads a long tail in bounded steps. Repeated interactions appear once
+        per append. A negative or non-integer ``revision`` or a ``limit`` below 1 raises
+        ``ValueError``; a revision ahead of the store's latest raises :class:`StoreError`
+        (start again from 0).
         """
+
+    def latest_revision(self) -> int:
+        """The revision after the last append (0 for an empty log): one cheap read."""
+
+    def put_snapshot(self, model_version: str, revision: int, state: bytes) -> None:
+        """Replace the online-state snapshot of ``model_version`` (reflecting the log up to
+        ``revision``) atomically: a reader sees the old one or the new one, whole."""
+
+    def get_snapshot(self, model_version: str) -> tuple[int, bytes] | None:
+        """The newest snapshot of ``model_version``: its revision and state, or None."""
 
     def get_vector(self, user_id: str, model_version: str) -> np.ndarray | None:
         """The fine-tuned vector of ``user_id`` for ``model_version``, if one was stored."""
@@ -99,6 +118,13 @@ def check_revision(revision: object) -> int:
     if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
         raise ValueError(f"revision must be an integer >= 0, got {revision!r}")
     return revision
+
+
+def check_limit(limit: object) -> int | None:
+    """Return ``limit`` when it is None or an integer >= 1 (not a bool), else raise."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be None or an integer >= 1, got {limit!r}")
+    return limit
 
 
 def ahead_of_store(revision: int, latest: int, store: str) -> StoreError:

@@ -8,7 +8,9 @@ Keys, all under ``<prefix>:``:
 - ``<prefix>:log``: a list, one entry per (user, item) pair in append order, each the JSON
   array ``[user_id, item_id]``; :meth:`RedisStore.events_since` reads it, its revision being
   the list's length (entries written before this key existed are only in the stream);
-- ``<prefix>:vec:<model_version>``: a hash, field ``<user_id>`` -> little-endian float32 bytes.
+- ``<prefix>:vec:<model_version>``: a hash, field ``<user_id>`` -> little-endian float32 bytes;
+- ``<prefix>:snapshot:<model_version>``: a hash, ``revision`` and ``state``, the newest
+  online-state snapshot, both fields replaced by one ``HSET`` (atomic).
 
 :meth:`RedisStore.append` queues every event on one ``MULTI``/``EXEC`` pipeline: a bad event
 discards the whole batch before anything is sent, and Redis applies the ``EXEC`` as one unit,
@@ -35,9 +37,11 @@ from redis.retry import Retry
 
 from service.store.base import (
     Event,
+    StoreClosedError,
     StoreError,
     ahead_of_store,
     check_event,
+    check_limit,
     check_revision,
     vector_from_bytes,
     vector_to_bytes,
@@ -101,19 +105,45 @@ class RedisStore:
             members = cast(set[bytes], self._live().smembers(self._seen_key(user_id)))
         return {member.decode() for member in members}
 
-    def events_since(self, revision: int) -> tuple[int, list[tuple[str, str]]]:
-        """The log's entries from index ``revision`` on and its length, read in one transaction."""
+    def events_since(
+        self, revision: int, limit: int | None = None
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """The log's entries from index ``revision`` on (at most ``limit``) and the index
+        after the last one, read in one transaction with the log's length."""
         revision = check_revision(revision)
+        limit = check_limit(limit)
         with (
             self._errors("read the interaction log"),
             self._live().pipeline(transaction=True) as pipe,
         ):
             pipe.llen(self._log_key)
-            pipe.lrange(self._log_key, revision, -1)
+            pipe.lrange(self._log_key, revision, -1 if limit is None else revision + limit - 1)
             latest, entries = cast(tuple[int, list[bytes]], tuple(pipe.execute()))
         if revision > latest:
             raise ahead_of_store(revision, latest, f"Redis log {self._log_key}")
-        return latest, [self._decode_pair(entry) for entry in entries]
+        return revision + len(entries), [self._decode_pair(entry) for entry in entries]
+
+    def latest_revision(self) -> int:
+        with self._errors("read the log's revision"):
+            return int(self._live().llen(self._log_key))
+
+    def put_snapshot(self, model_version: str, revision: int, state: bytes) -> None:
+        if not model_version:
+            raise ValueError("model_version must be a non-empty string")
+        fields: dict[Any, Any] = {"revision": check_revision(revision), "state": bytes(state)}
+        with self._errors("write a snapshot"):
+            self._live().hset(self._snapshot_key(model_version), mapping=fields)
+
+    def get_snapshot(self, model_version: str) -> tuple[int, bytes] | None:
+        with self._errors("read a snapshot"):
+            found = cast(
+                list[bytes | None],
+                self._live().hmget(self._snapshot_key(model_version), ["revision", "state"]),
+            )
+        revision, state = found
+        if revision is None or state is None:
+            return None
+        return int(revision), state
 
     def get_vector(self, user_id: str, model_version: str) -> np.ndarray | None:
         with self._errors("read a user vector"):
@@ -174,12 +204,15 @@ class RedisStore:
     def _seen_key(self, user_id: str) -> str:
         return f"{self._prefix}:seen:{user_id}"
 
+    def _snapshot_key(self, model_version: str) -> str:
+        return f"{self._prefix}:snapshot:{model_version}"
+
     def _vec_key(self, model_version: str) -> str:
         return f"{self._prefix}:vec:{model_version}"
 
     def _live(self) -> redis.Redis:
         if self._closed:
-            raise StoreError(f"Redis store at {self._url} ({self._prefix}:) is closed")
+            raise StoreClosedError(f"Redis store at {self._url} ({self._prefix}:) is closed")
         return self._client
 
     @contextmanager

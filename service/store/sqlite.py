@@ -23,10 +23,13 @@ Design:
   SQLite has one writer at a time and commits each append whole, so ids become visible in
   increasing order, never with a gap that a later commit fills, nor half an append.
 - ``vectors`` holds one float32 blob per (user, model_version).
+- ``snapshots`` holds the newest online-state snapshot per model_version with the log revision
+  it reflects (schema v2); one ``INSERT ... ON CONFLICT`` replaces it in one transaction.
 - The schema version is ``PRAGMA user_version``; a file written by a newer schema is refused.
 - Thread safety: one connection per thread (sync FastAPI endpoints run in a thread pool),
-  so reads proceed while another thread waits on the fsync of an append; SQLite serialises
-  the writers (``busy_timeout``).
+  so reads proceed while another thread waits on the fsync of an append; the group commit
+  serialises this process's writers, the ``flock`` other processes', and ``busy_timeout``
+  (30 s) covers a writer that takes neither.
 """
 
 from __future__ import annotations
@@ -44,9 +47,11 @@ import numpy as np
 
 from service.store.base import (
     Event,
+    StoreClosedError,
     StoreError,
     ahead_of_store,
     check_event,
+    check_limit,
     check_revision,
     vector_from_bytes,
     vector_to_bytes,
@@ -54,7 +59,7 @@ from service.store.base import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 30.0
 
 _SCHEMA_V1 = (
@@ -74,6 +79,19 @@ _SCHEMA_V1 = (
         PRIMARY KEY (user_id, model_version)
     )""",
 )
+_SCHEMA_V2 = (
+    """CREATE TABLE snapshots (
+        model_version TEXT PRIMARY KEY,
+        revision INTEGER NOT NULL,
+        state BLOB NOT NULL,
+        updated_at REAL NOT NULL
+    )""",
+)
+
+
+def _applied(version: int) -> int:
+    """How many schema statements a file at schema ``version`` has run."""
+    return (0, len(_SCHEMA_V1), len(_SCHEMA_V1) + len(_SCHEMA_V2))[version]
 
 
 class _PendingWrite:
@@ -135,9 +153,13 @@ class SQLiteStore:
             )
             return {item_id for (item_id,) in rows}
 
-    def events_since(self, revision: int) -> tuple[int, list[tuple[str, str]]]:
-        """Every (user, item) row with an id above ``revision``, in id order, and the last id."""
+    def events_since(
+        self, revision: int, limit: int | None = None
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """The (user, item) rows with an id above ``revision``, in id order (at most
+        ``limit``), and the last id returned."""
         revision = check_revision(revision)
+        limit = check_limit(limit)
         with self._errors("read the interaction log"):
             conn = self._connection()
             # one statement on the hot path (called before every recommendation): the new rows,
@@ -146,8 +168,8 @@ class SQLiteStore:
                 "SELECT id, user_id, item_id FROM interactions WHERE id > ?1 "
                 "UNION ALL SELECT -1, NULL, NULL WHERE ?1 > COALESCE("
                 "(SELECT seq FROM sqlite_sequence WHERE name = 'interactions'), 0) "
-                "ORDER BY 1",
-                (revision,),
+                "ORDER BY 1 LIMIT ?2",
+                (revision, -1 if limit is None else limit + 1),
             ).fetchall()
             if rows and rows[0][0] == -1:
                 row = conn.execute(
@@ -156,9 +178,48 @@ class SQLiteStore:
                 raise ahead_of_store(
                     revision, 0 if row is None else row[0], f"SQLite store {self._path}"
                 )
+        rows = rows[:limit]
         if rows:
             return rows[-1][0], [(user_id, item_id) for _, user_id, item_id in rows]
         return revision, []
+
+    def latest_revision(self) -> int:
+        with self._errors("read the log's revision"):
+            row = (
+                self._connection()
+                .execute("SELECT seq FROM sqlite_sequence WHERE name = 'interactions'")
+                .fetchone()
+            )
+        return 0 if row is None else int(row[0])
+
+    def put_snapshot(self, model_version: str, revision: int, state: bytes) -> None:
+        if not model_version:
+            raise ValueError("model_version must be a non-empty string")
+        row = (model_version, check_revision(revision), bytes(state), time.time())
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                """INSERT INTO snapshots (model_version, revision, state, updated_at)
+                   VALUES (?, ?, ?, ?)
+                   ON CONFLICT (model_version)
+                   DO UPDATE SET revision = excluded.revision, state = excluded.state,
+                                 updated_at = excluded.updated_at""",
+                row,
+            )
+
+        self._commit_write(write, "write a snapshot")
+
+    def get_snapshot(self, model_version: str) -> tuple[int, bytes] | None:
+        with self._errors("read a snapshot"):
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT revision, state FROM snapshots WHERE model_version = ?",
+                    (model_version,),
+                )
+                .fetchone()
+            )
+        return None if row is None else (int(row[0]), bytes(row[1]))
 
     def get_vector(self, user_id: str, model_version: str) -> np.ndarray | None:
         with self._errors("read a user vector"):
@@ -268,7 +329,7 @@ class SQLiteStore:
 
     def _connection(self) -> sqlite3.Connection:
         if self._closed:
-            raise StoreError(f"SQLite store {self._path} is closed")
+            raise StoreClosedError(f"SQLite store {self._path} is closed")
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(
@@ -288,7 +349,7 @@ class SQLiteStore:
             with self._lock:
                 if self._closed:
                     conn.close()
-                    raise StoreError(f"SQLite store {self._path} is closed")
+                    raise StoreClosedError(f"SQLite store {self._path} is closed")
                 self._connections.append(conn)
             self._local.conn = conn
         return conn
@@ -325,8 +386,8 @@ class SQLiteStore:
                     f"SQLite store {self._path} has schema v{version}, newer than this "
                     f"service's v{SCHEMA_VERSION}; upgrade the service or use another file"
                 )
-            if version == 0:
-                for statement in _SCHEMA_V1:
+            if version < SCHEMA_VERSION:
+                for statement in (*_SCHEMA_V1, *_SCHEMA_V2)[_applied(version) :]:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bundle import Bundle, BundleError, fold_in_user, read_bundle, validate, write_bundle
-from bundle import format as bundle_format
+from bundle import Bundle, BundleError, fold_in_user, lightgcn, read_bundle, validate, write_bundle
 from bundle.format import MANIFEST, PROPAGATION
 from tests.bundle.test_format import make_bundle
 
@@ -253,7 +252,7 @@ def test_a_pickled_propagation_file_is_refused(tmp_path: Path) -> None:
 def test_the_check_is_the_same_when_users_span_several_blocks(
     monkeypatch: pytest.MonkeyPatch, block: int
 ) -> None:
-    monkeypatch.setattr(bundle_format, "_CHECK_BLOCK", block)
+    monkeypatch.setattr(lightgcn, "PROPAGATION_BLOCK", block)
     validate(layered_bundle(n_layers=3))
     with pytest.raises(BundleError, match="user row 3 "):
         validate(replace(layered_bundle(), item_layers=_tampered_layers()))

@@ -66,7 +66,7 @@ def test_a_store_failure_is_503_naming_the_store(
     def unreachable(*_args: object) -> None:
         raise StoreError("database is locked")
 
-    monkeypatch.setattr(sqlite_client.app.state.store, "events_since", unreachable)  # type: ignore[attr-defined]
+    monkeypatch.setattr(sqlite_client.app.state.store, "latest_revision", unreachable)  # type: ignore[attr-defined]
 
     response = sqlite_client.post("/recommend", json={"user_id": "1"})
 

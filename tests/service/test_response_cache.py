@@ -7,6 +7,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -171,3 +172,37 @@ def test_the_cache_is_off_when_sized_zero_or_with_bpr(
 
         assert (client.app.state.recommender.responses is not None) is cached  # type: ignore[attr-defined]
         assert cache_count(client, "hit") == (1.0 if cached else 0.0)
+
+
+def ask(client: TestClient, user_id: str, k: int, exclude_seen: bool) -> bytes:
+    body = {"user_id": user_id, "k": k, "exclude_seen": exclude_seen}
+    response = client.post("/recommend", json=body)
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+def test_a_cached_service_answers_as_an_uncached_one_after_random_writes(
+    apps: list[TestClient],
+) -> None:
+    writer, reader, uncached = apps
+    rng = np.random.default_rng(0)
+    users = [*map(str, range(10)), "newcomer"]
+    queries = [
+        (user, k, exclude) for user in users for k in (1, 5, 20) for exclude in (True, False)
+    ]
+    for _ in range(8):
+        for user, k, exclude in queries:
+            expected = ask(uncached, user, k, exclude)
+            for client in (writer, reader):
+                assert ask(client, user, k, exclude) == expected
+        events = [
+            {
+                "user_id": str(rng.choice(users)),
+                "item_ids": [f"i{item}" for item in rng.choice(80, size=int(rng.integers(1, 4)))],
+            }
+            for _ in range(int(rng.integers(1, 3)))
+        ]
+        response = writer.post("/interactions/batch", json={"events": events}, headers=AUTH)
+        assert response.status_code == 200, response.text
+    hits = cache_count(reader, "hit")
+    assert hits > len(queries), "writes invalidated every answer: the cache is not precise"

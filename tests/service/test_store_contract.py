@@ -298,6 +298,39 @@ class TestStoreContract:
         with pytest.raises(ValueError, match="revision"):
             store.events_since(bad)  # type: ignore[arg-type]
 
+    def test_events_since_reads_a_long_tail_in_bounded_steps(self, store: Store) -> None:
+        store.append([event("u1", "a", "b", "c"), event("u2", "d", "e")])
+        latest, everything = store.events_since(0)
+        assert store.latest_revision() == latest
+
+        steps, revision = [], 0
+        while True:
+            revision, pairs = store.events_since(revision, 2)
+            if not pairs:
+                break
+            steps.append(pairs)
+        assert [len(pairs) for pairs in steps] == [2, 2, 1]
+        assert [pair for pairs in steps for pair in pairs] == everything
+        assert revision == latest
+        with pytest.raises(ValueError, match="limit"):
+            store.events_since(0, 0)
+
+    def test_latest_revision_of_an_empty_log_is_zero(self, store: Store) -> None:
+        assert store.latest_revision() == 0
+
+    def test_a_snapshot_is_replaced_whole_per_model_version(self, open_same: Opener) -> None:
+        first = open_same()
+        assert first.get_snapshot("m1") is None
+        first.put_snapshot("m1", 3, b"old state")
+        first.put_snapshot("m1", 7, b"\x00new state")
+        first.put_snapshot("m2", 1, b"other")
+
+        second = open_same()
+        assert second.get_snapshot("m1") == (7, b"\x00new state")
+        assert second.get_snapshot("m2") == (1, b"other")
+        with pytest.raises(ValueError, match="revision"):
+            second.put_snapshot("m1", -1, b"x")
+
     def test_events_since_refuses_a_revision_ahead_of_the_store(self, store: Store) -> None:
         with pytest.raises(StoreError, match="ahead"):
             store.events_since(1)
@@ -326,7 +359,7 @@ def test_sqlite_keeps_a_timestamped_log_in_a_wal_file(tmp_path: Path) -> None:
     store.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
         rows = conn.execute("SELECT user_id, item_id, ts FROM interactions ORDER BY id").fetchall()
     assert rows == [("u1", "a", 10.5), ("u1", "a", 11.0)]
 

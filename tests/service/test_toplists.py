@@ -112,6 +112,7 @@ def test_recommender_answers_the_same_with_and_without_lists(
         store.close()
 
     assert answers[12] == answers[0]
-    assert recommender._overlay is not None and recommender._overlay.snapshot.items.size > 20
+    moved = recommender._online.items.moved
+    assert moved is not None and moved.size > 20
     changed = sum(a != b for a, b in zip(answers[0][0], answers[0][1], strict=False))
     assert changed > 0, "the overlay changed no answer: the test would not see a wrong merge"
