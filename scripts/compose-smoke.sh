@@ -218,7 +218,25 @@ say "building $API_IMAGE (BuildKit, from a copy of the Dockerfile without its # 
 sed '/^# syntax=/d' Dockerfile >"$WORK/Dockerfile"
 DOCKER_BUILDKIT=1 nice -n 10 "$BUILD_DOCKER" build -q -f "$WORK/Dockerfile" -t "$API_IMAGE" . \
   >/dev/null
-mark "build the API image"
+docker run --rm --entrypoint python "$API_IMAGE" -c 'import importlib.util as u, sys
+found = [name for name in ("torch", "training", "configs") if u.find_spec(name)]
+sys.exit(f"the API image holds {found}" if found else 0)' || fail "the API image holds more than the service"
+user="$(docker image inspect -f '{{.Config.User}}' "$API_IMAGE")"
+[[ "$user" =~ ^[1-9][0-9]*(:[0-9]+)?$ ]] || fail "the API image runs as '$user', not a numeric non-root user"
+# The build context as the engine sends it (.dockerignore applied): what the trainer stage
+# copies is there, and nothing heavy or private is.
+printf 'FROM %s\nCOPY . /context\n' "$PYTHON_IMAGE" >"$WORK/context.Dockerfile"
+DOCKER_BUILDKIT=1 "$BUILD_DOCKER" build -q -f "$WORK/context.Dockerfile" -t "$PROJECT-context" . \
+  >/dev/null
+context=" $(docker run --rm "$PROJECT-context" ls -A /context | tr '\n' ' ')"
+docker rmi -f "$PROJECT-context" >/dev/null
+for wanted in pyproject.toml bundle service training configs; do
+  [[ "$context" == *" $wanted "* ]] || fail "the build context lacks $wanted (.dockerignore):$context"
+done
+for heavy in .git .venv models runs data tests .env; do
+  [[ "$context" != *" $heavy "* ]] || fail "$heavy is in the build context (.dockerignore):$context"
+done
+mark "build the API image, check its contents and the build context"
 
 API_KEY="smoke-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"

@@ -148,6 +148,29 @@ class Settings(BaseSettings):
         return self
 
 
+def setting_env_names() -> dict[str, str]:
+    """Environment variable -> Settings field, for every field: ``PROMPTMM_<FIELD>``, or the
+    field's validation alias (``REDIS_URL``)."""
+    prefix = str(Settings.model_config.get("env_prefix", ""))
+    names: dict[str, str] = {}
+    for field_name, info in Settings.model_fields.items():
+        alias: Any = info.validation_alias
+        if alias is None:
+            names[f"{prefix}{field_name}".upper()] = field_name
+        elif isinstance(alias, str):
+            names[alias.upper()] = field_name
+        elif isinstance(alias, AliasChoices):
+            for choice in alias.choices:
+                if not isinstance(choice, str):
+                    raise ValueError(
+                        f"Settings.{field_name}: alias path {choice!r} is not an env name"
+                    )
+                names[choice.upper()] = field_name
+        else:
+            raise ValueError(f"Settings.{field_name}: unsupported validation_alias {alias!r}")
+    return names
+
+
 def check_bundle_path(path: Path) -> None:
     """Raise ValueError saying what to run when nothing exists at the bundle path."""
     if not path.exists():

@@ -39,9 +39,13 @@ class DataConfig:
     """
 
     path: str = "../shared/datasets/tiktok"
+    """Dataset folder; ../shared/datasets/... follows $PROMPTMM_SHARED_DATASETS when set."""
     format: str | None = None
+    """hkuds, json or mmrec; none: detected from the folder's files."""
     standardize_features: bool = True
+    """Standardise each feature column (mean 0, std 1) before the teacher."""
     interactions: str | None = None
+    """JSON-lines file of service interactions added to the training split."""
 
 
 @dataclass(frozen=True)
@@ -61,18 +65,31 @@ class TeacherConfig:
     """
 
     dim: int = 64
+    """Embedding size of the teacher."""
     n_layers: int = 2
+    """LightGCN propagation layers of the teacher's ID embeddings."""
     dropout: float = 0.2
+    """Dropout of the per-modality reduction layers, in [0, 1)."""
     alpha: float = 1.0
+    """Weight of the normalised modality features added to the ID embeddings."""
     feat_hops: int = 1
+    """Item-user-item round trips that propagate the modality features (>= 1)."""
     modal_bpr_weight: float = 0.0
+    """Weight of a BPR loss on each modality's user/item features (0: off)."""
     l2_weight: float = 1e-4
+    """Weight of the L2 term on the batch's ego embeddings."""
     item_knn_k: int = 0
+    """Neighbours per item in the content kNN item graph (0: no item graph)."""
     item_knn_hops: int = 1
+    """Hops over the item kNN graph."""
     item_knn_weight: float = 1.0
+    """Weight of the kNN-propagated item embeddings in the item output."""
     cl_weight: float = 0.0
+    """Weight of the SimGCL contrastive term in stage 1 (0: off)."""
     cl_eps: float = 0.1
+    """SimGCL noise radius per layer."""
     cl_tau: float = 0.2
+    """SimGCL InfoNCE temperature."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +97,7 @@ class PromptConfig:
     """Soft prompt module (method.md section 3); ``rate`` is lambda1, 0 disables it."""
 
     rate: float = 0.1
+    """lambda1: strength of the soft prompt (0 disables the prompt module)."""
 
 
 @dataclass(frozen=True)
@@ -91,9 +109,13 @@ class StudentConfig:
     """
 
     dim: int = 64
+    """Embedding size of the student (and of the exported bundle)."""
     n_layers: int = 2
+    """LightGCN layers of the student (0: matrix factorisation)."""
     l2_weight: float = 1e-4
+    """Weight of the L2 term on the batch's ego embeddings."""
     init_from_teacher: bool = False
+    """Start from the teacher's ID ego tables (needs the same dim)."""
 
 
 @dataclass(frozen=True)
@@ -106,16 +128,27 @@ class KDConfig:
     """
 
     pair_weight: float = 1.0
+    """Weight of the pair-wise KD on score margins (Eq. 5; 0: off)."""
     list_weight: float = 1.0
+    """Weight of the list-wise KD (0: off)."""
     emb_weight: float = 1.0
+    """Weight of the embedding KD (scaled cosine error; 0: off)."""
     tau: float = 1.0
+    """Temperature of the pair-wise KD."""
     list_tau: float = 1.0
+    """Temperature of the list-wise KD."""
     list_size: int = 10
+    """Items per user in the list-wise KD."""
     disentangle: bool = True
+    """The paper's disentangled, re-weighted list KD (false: plain KL)."""
     sce_gamma: float = 1.0
+    """Exponent of the embedding KD's scaled cosine error (>= 1)."""
     teacher_eval_mode: bool = True
+    """Run the frozen teacher in eval mode (no dropout) during stage 2."""
     tune_prompt: bool = True
+    """Train the prompt module with the student, through the frozen teacher."""
     prompt_every: int = 1
+    """Recompute the prompt-dependent targets every that many steps (1: each)."""
 
 
 @dataclass(frozen=True)
@@ -123,12 +156,19 @@ class TrainConfig:
     """Optimisation of one stage; ``enabled = false`` skips the stage."""
 
     enabled: bool = True
+    """Run this stage (false: skip it)."""
     lr: float = 1e-3
+    """AdamW learning rate."""
     weight_decay: float = 0.0
+    """AdamW weight decay."""
     batch_size: int = 2048
+    """(user, positive, negative) triples per step."""
     max_epochs: int = 100
+    """Most epochs."""
     patience: int = 10
+    """Stop after this many epochs without a better validation select_metric."""
     eval_every: int = 1
+    """Evaluate on validation every that many epochs."""
 
 
 @dataclass(frozen=True)
@@ -136,9 +176,13 @@ class EvalConfig:
     """All-ranking evaluation; model selection uses ``select_metric`` on validation."""
 
     ks: tuple[int, ...] = (10, 20, 50)
+    """Cut-offs K of recall@K and ndcg@K."""
     ndcg: Literal["standard", "lineage"] = "standard"
+    """standard, or lineage (the reference code's NDCG; see training/metrics.py)."""
     chunk_size: int = 2048
+    """Users scored at once (memory: chunk_size x items floats)."""
     select_metric: str = "recall@20"
+    """Validation metric that picks the best epoch."""
 
 
 @dataclass(frozen=True)
@@ -146,11 +190,17 @@ class RunConfig:
     """Reproducibility, device and output locations."""
 
     seed: int = 0
+    """Random seed of Python, numpy and torch."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto (CUDA when available), cpu or cuda."""
     threads: int = 0
+    """CPU threads of torch (0: every core the process may use)."""
     runs_dir: str = "runs"
+    """Where each run writes its folder (config, metrics, logs)."""
     models_dir: str = "models"
+    """Models root: the bundle is exported to <models_dir>/<dataset>/."""
     progress: bool = True
+    """Show progress bars."""
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,8 @@ deploy tests.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-from pydantic import AliasChoices
-
-from service.config import Settings
+from service.config import Settings, setting_env_names
 from tests.deploy.files import EnvUse
 from training.config import SHARED_DATASETS_ENV
 
@@ -27,28 +24,6 @@ RUNTIME_ENV = {
 TRAINER_ENV = frozenset({SHARED_DATASETS_ENV})
 
 
-def settings_env_names() -> dict[str, str]:
-    """Environment variable name -> Settings field name, for every field."""
-    prefix = str(Settings.model_config.get("env_prefix", ""))
-    names: dict[str, str] = {}
-    for field_name, info in Settings.model_fields.items():
-        alias: Any = info.validation_alias
-        if alias is None:
-            names[f"{prefix}{field_name}".upper()] = field_name
-        elif isinstance(alias, str):
-            names[alias.upper()] = field_name
-        elif isinstance(alias, AliasChoices):
-            for choice in alias.choices:
-                if not isinstance(choice, str):
-                    raise ValueError(
-                        f"Settings.{field_name}: alias path {choice!r} is not an env name"
-                    )
-                names[choice.upper()] = field_name
-        else:
-            raise ValueError(f"Settings.{field_name}: unsupported validation_alias {alias!r}")
-    return names
-
-
 def looks_like_setting(name: str) -> bool:
     """Whether ``name`` is in the service's namespace (PROMPTMM_* or REDIS_URL)."""
     prefix = str(Settings.model_config.get("env_prefix", "")).upper()
@@ -57,7 +32,7 @@ def looks_like_setting(name: str) -> bool:
 
 def env_problems(uses: Iterable[EnvUse]) -> list[str]:
     """One message per variable that configures nothing in the container it is given to."""
-    settings = settings_env_names()
+    settings = setting_env_names()
     problems: list[str] = []
     for use in uses:
         name = use.name.upper()

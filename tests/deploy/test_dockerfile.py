@@ -1,17 +1,15 @@
-"""The Dockerfile: a slim non-root API image without torch, a GPU trainer target, and the
-start command the integration tests run (read without a Docker engine)."""
+"""What a real build does not check in the Dockerfile, read without a Docker engine: the
+trainer stage (scripts/compose-smoke.sh builds only the API), the image's own HEALTHCHECK and
+environment (compose overrides both) and the tie between its CMD and the integration tests.
+The API image's contents, user and build context are checked by scripts/compose-smoke.sh."""
 
 from __future__ import annotations
-
-import fnmatch
-import shlex
-import tomllib
 
 import pytest
 
 from bench.harness import SERVICE_COMMAND
 from tests.deploy.dockerfile import Stage, parse_dockerfile, read_stages
-from tests.deploy.files import DOCKERFILE, DOCKERIGNORE, REPO_ROOT
+from tests.deploy.files import DOCKERFILE, REPO_ROOT
 
 API_PORT = 8000
 
@@ -21,61 +19,11 @@ def stages() -> dict[str, Stage]:
     return read_stages(DOCKERFILE)
 
 
-def _pip_installs(stage: Stage) -> list[list[str]]:
-    """The argument lists of every ``pip install`` in the stage's RUN instructions."""
-    installs = []
-    for ins in stage.all("RUN"):
-        lexer = shlex.shlex(ins.args, posix=True, punctuation_chars=";&|")
-        lexer.whitespace_split = True
-        commands: list[list[str]] = [[]]
-        for token in lexer:
-            if token in (";", "&&", "||", "|"):
-                commands.append([])
-            else:
-                commands[-1].append(token)
-        for words in commands:
-            if words[:2] == ["pip", "install"] or words[:4] == ["python", "-m", "pip", "install"]:
-                installs.append(words[words.index("install") + 1 :])
-    return installs
-
-
-def _copy_sources(stage: Stage) -> list[str]:
-    sources = []
-    for ins in stage.all("COPY"):
-        words = [w for w in shlex.split(ins.args) if not w.startswith("--")]
-        sources += words[:-1]
-    return sources
-
-
-def test_api_is_the_default_target_on_a_slim_python(stages: dict[str, Stage]) -> None:
-    assert list(stages)[-1] == "api", "a plain `docker build .` must build the API"
-    assert stages["api"].base == "python:3.11-slim"
-    assert stages["builder"].base == stages["api"].base, "the venv must match the runtime"
-
-
-def test_api_runs_as_a_numeric_non_root_user(stages: dict[str, Stage]) -> None:
-    for name in ("api", "trainer"):
-        user = stages[name].last("USER")
-        assert user is not None, f"stage {name} has no USER"
-        uid = user.args.split(":")[0]
-        assert uid.isdigit() and int(uid) != 0, f"stage {name}: USER {user.args} must be non-root"
-
-
-def test_api_installs_only_the_service_extra(stages: dict[str, Stage]) -> None:
-    installs = _pip_installs(stages["builder"])
-    assert installs == [[".[service]"]]
-    assert not _pip_installs(stages["api"]), "the runtime stage installs nothing itself"
-    copied = _copy_sources(stages["builder"]) + _copy_sources(stages["api"])
-    assert not [src for src in copied if src.rstrip("/") in ("training", "configs", ".")]
-    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    service_extra = pyproject["project"]["optional-dependencies"]["service"]
-    assert not [dep for dep in service_extra if dep.lower().startswith(("torch", "nvidia"))]
-
-
-def test_api_copies_only_the_virtualenv_from_the_builder(stages: dict[str, Stage]) -> None:
-    copies = stages["api"].all("COPY")
-    assert [c.args for c in copies] == ["--from=builder /opt/venv /opt/venv"]
-    assert "/opt/venv/bin" in stages["api"].env()["PATH"]
+def test_trainer_runs_as_a_numeric_non_root_user(stages: dict[str, Stage]) -> None:
+    user = stages["trainer"].last("USER")
+    assert user is not None, "the trainer stage has no USER"
+    uid = user.args.split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, f"trainer: USER {user.args} must be non-root"
 
 
 def test_healthcheck_asks_readyz_with_python_only(stages: dict[str, Stage]) -> None:
@@ -108,7 +56,8 @@ def test_api_reads_the_bundle_and_store_from_volumes(stages: dict[str, Stage]) -
 
 def test_trainer_runs_the_training_cli_with_torch(stages: dict[str, Stage]) -> None:
     trainer = stages["trainer"]
-    assert _pip_installs(trainer) == [[".[training]"]]
+    installs = [ins.args for ins in trainer.all("RUN") if "pip install" in ins.args]
+    assert len(installs) == 1 and 'pip install ".[training]"' in installs[0]
     entrypoint, cmd = trainer.last("ENTRYPOINT"), trainer.last("CMD")
     assert entrypoint is not None and cmd is not None
     assert entrypoint.exec_form() == ["python", "-m", "training"]
@@ -116,29 +65,3 @@ def test_trainer_runs_the_training_cli_with_torch(stages: dict[str, Stage]) -> N
     assert args[0] == "run"
     assert (REPO_ROOT / args[1]).is_file(), f"the trainer's config {args[1]} does not exist"
     assert trainer.last("WORKDIR") is not None
-    assert (REPO_ROOT / "pyproject.toml").is_file()
-
-
-def _dockerignore_allows(path: str, rules: list[str]) -> bool:
-    allowed = False
-    for rule in rules:
-        negate = rule.startswith("!")
-        pattern = rule.lstrip("!").rstrip("/")
-        if fnmatch.fnmatch(path, pattern) or path.startswith(pattern + "/"):
-            allowed = negate
-    return allowed
-
-
-def test_build_context_holds_what_is_copied_and_nothing_heavy(stages: dict[str, Stage]) -> None:
-    rules = [
-        line.strip()
-        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    sources = {src.rstrip("/") for stage in stages.values() for src in _copy_sources(stage)}
-    sources = {src for src in sources if not src.startswith("/")}
-    for source in sources:
-        assert (REPO_ROOT / source).exists(), f"COPY {source}: no such file in the repository"
-        assert _dockerignore_allows(source, rules), f".dockerignore leaves out COPY {source}"
-    for heavy in (".git", ".venv", "models", "runs", "data", "tests", ".env"):
-        assert not _dockerignore_allows(heavy, rules), f"{heavy} must not enter the build context"

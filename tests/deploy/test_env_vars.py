@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import Settings
+from service.config import Settings, setting_env_names
 from tests.deploy.dockerfile import read_stages
 from tests.deploy.files import (
     COMPOSE,
@@ -33,7 +33,6 @@ from tests.deploy.settings_env import (
     env_problems,
     looks_like_setting,
     render_default,
-    settings_env_names,
 )
 
 # Settings whose commented example in the template is the value used in the containers
@@ -45,7 +44,7 @@ _ASSIGNMENT = re.compile(r"^(?P<commented>#)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value
 
 
 def _settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for name in settings_env_names():
+    for name in setting_env_names():
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -75,7 +74,7 @@ def _template_assignments() -> list[tuple[str, str, bool, list[str]]]:
 
 
 def test_settings_env_names_follow_the_settings_class() -> None:
-    names = settings_env_names()
+    names = setting_env_names()
     assert len(names) == len(Settings.model_fields)
     assert names["REDIS_URL"] == "redis_url"
     assert names["PROMPTMM_API_KEY"] == "api_key"
@@ -111,7 +110,7 @@ def test_runtime_allow_list_cannot_hide_a_setting() -> None:
 
 def test_compose_api_passes_every_setting_through() -> None:
     api = load_yaml(COMPOSE)["services"]["api"]
-    assert set(compose_environment(api)) == set(settings_env_names())
+    assert set(compose_environment(api)) == set(setting_env_names())
 
 
 def test_compose_api_defaults_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,7 +146,7 @@ def test_k8s_config_and_secret_are_valid_settings(monkeypatch: pytest.MonkeyPatc
 
 
 def test_env_template_documents_every_setting_once_with_its_default() -> None:
-    settings = settings_env_names()
+    settings = setting_env_names()
     documented: dict[str, list[str]] = {}
     for name, value, commented, comments in _template_assignments():
         if name not in settings:
@@ -168,7 +167,7 @@ def test_env_template_set_values_are_valid_settings(monkeypatch: pytest.MonkeyPa
     env = {name: value for name, value, commented, _ in _template_assignments() if not commented}
     assert env.get("PROMPTMM_API_KEY") == "", "the template must not ship a usable API key"
     env["PROMPTMM_API_KEY"] = "template-key"
-    settings_names = settings_env_names()
+    settings_names = setting_env_names()
     settings = _settings_from(
         {name: value for name, value in env.items() if name in settings_names}, monkeypatch
     )
@@ -176,7 +175,7 @@ def test_env_template_set_values_are_valid_settings(monkeypatch: pytest.MonkeyPa
 
 
 def test_env_template_other_variables_are_exactly_the_compose_variables() -> None:
-    settings = settings_env_names()
+    settings = setting_env_names()
     used = set().union(*(interpolation_variables(load_yaml(path)) for path in COMPOSE_FILES))
     template = {name for name, *_ in _template_assignments()}
     assert template - set(settings) == used - set(settings)
