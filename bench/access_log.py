@@ -15,13 +15,11 @@ are the numbers to read. Writes ``bench/results/access-log.md``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import os
 import random
-import shutil
 import statistics
 import sys
 import tempfile
@@ -42,7 +40,15 @@ from bench.common import (
     write_report,
 )
 from bench.harness import ServiceProcess
-from bench.wrk_load import CLIENT_CPU, SERVER_CPU, recommend_script, start_pinned, wrk_phase
+from bench.wrk_load import (
+    CLIENT_CPU,
+    SERVER_CPU,
+    check_wrk_args,
+    recommend_script,
+    start_pinned,
+    wrk_parser,
+    wrk_phase,
+)
 from bundle import read_bundle
 from service.config import load_settings
 from service.logs import configure_logging
@@ -246,23 +252,15 @@ def in_process(bundle: Path, workdir: Path, n_requests: int, repeats: int, seed:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.access_log", description=__doc__)
-    parser.add_argument("--bundle", type=Path, default=None, help="bundle or models root")
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=8.0, help="per variant and round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = wrk_parser("access_log", __doc__, "variant and round (over HTTP)")
     parser.add_argument("--requests", type=int, default=2000, help="in process, per repeat")
     parser.add_argument("--repeats", type=int, default=7, help="in process")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "access-log.md")
     args = parser.parse_args(argv)
     setup_logging()
-    if min(args.connections, args.rounds, args.requests, args.repeats) < 1 or not args.seconds > 0:
-        parser.error("--connections, --rounds, --requests, --repeats must be >= 1, --seconds > 0")
-    if shutil.which("wrk") is None:
-        parser.error("wrk is not on PATH: install it (Debian: apt-get install wrk)")
-    if not {SERVER_CPU, CLIENT_CPU} <= os.sched_getaffinity(0):
-        parser.error(f"needs CPUs {SERVER_CPU} and {CLIENT_CPU}")
+    check_wrk_args(parser, args)
+    if min(args.requests, args.repeats) < 1:
+        parser.error("--requests and --repeats must be >= 1")
     bundle = ensure_tiktok_bundle(args.bundle)
     with tempfile.TemporaryDirectory(prefix="promptmm-access-log-") as tmp:
         local = in_process(bundle, Path(tmp), args.requests, args.repeats, args.seed)

@@ -245,22 +245,21 @@ def _row(label: str, stats: LatencyStats, ratio: str) -> list[object]:
     ]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.wrk_load", description=__doc__)
+def wrk_parser(module: str, description: str | None, per: str) -> argparse.ArgumentParser:
+    """The options of a wrk benchmark ``python -m bench.<module>``: ``--bundle``,
+    ``--connections``, ``--seconds`` (``per`` what), ``--rounds``, ``--seed``."""
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{module}", description=description)
     parser.add_argument("--bundle", type=Path, default=None, help="bundle or models root")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=8.0, help="per phase and round")
+    parser.add_argument("--seconds", type=float, default=8.0, help=f"per {per}")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--response-cache-mb",
-        type=int,
-        default=64,
-        help="PROMPTMM_RESPONSE_CACHE_MB of the service (0: every answer computed)",
-    )
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "service-load-wrk.md")
-    args = parser.parse_args(argv)
-    setup_logging()
+    return parser
+
+
+def check_wrk_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit through ``parser.error`` unless the counts are positive, wrk is installed and
+    this process may use both CPUs."""
     if args.connections < 1 or args.rounds < 1 or not args.seconds > 0:
         parser.error("--connections and --rounds must be >= 1 and --seconds > 0")
     if shutil.which("wrk") is None:
@@ -270,6 +269,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"needs CPUs {SERVER_CPU} and {CLIENT_CPU}; this process may use only "
             f"{sorted(os.sched_getaffinity(0))}"
         )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = wrk_parser("wrk_load", __doc__, "phase and round")
+    parser.add_argument(
+        "--response-cache-mb",
+        type=int,
+        default=64,
+        help="PROMPTMM_RESPONSE_CACHE_MB of the service (0: every answer computed)",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "service-load-wrk.md")
+    args = parser.parse_args(argv)
+    setup_logging()
+    check_wrk_args(parser, args)
     bundle = ensure_tiktok_bundle(args.bundle)
     if args.response_cache_mb < 0:
         parser.error("--response-cache-mb must be >= 0")

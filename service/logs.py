@@ -2,14 +2,10 @@
 
 :func:`configure_logging` gives the root logger one stderr handler (JSON lines by
 ``python-json-logger``, or text) and routes uvicorn's own loggers through it, so that every
-line of the process has one shape. :class:`RequestLogMiddleware` is the access log: one line
-per HTTP request (``service.access``: method, path, status, latency in ms, the served model
-version, the request id) at INFO, ERROR for a 5xx. The request id is the client's
-``X-Request-ID`` when it is a short token, else a fresh one (32 hex digits: a random prefix
-per process, then a counter, a tenth of ``uuid4``'s cost); it is echoed in the response's
-``X-Request-ID`` and added to every line logged while the request runs. An exception that
-no handler turned into an answer is logged once, with its traceback and the request id, and
-answered 500; a 4xx is the access line alone (handled errors never log a traceback).
+line of the process has one shape. :func:`log_access` writes the access line of a request
+(``service.access``: method, path, status, latency in ms, the served model version) at INFO,
+ERROR for a 5xx; every line logged while a request runs carries its ``request_id``
+(:data:`request_id_var`, set by :mod:`service.observe`).
 
 What the access line costs ``/recommend`` is measured by ``bench/access_log.py``; to keep
 it small the records skip what no line shows: the caller's frame (the access record is made
@@ -19,33 +15,26 @@ directly), thread and process names (``logging.logThreads`` and friends, the log
 
 from __future__ import annotations
 
-import itertools
 import logging
-import re
-import secrets
 import sys
-import time
 from contextvars import ContextVar
-from http import HTTPStatus
 from typing import Any, Literal, TextIO
 
 from pydantic_core import to_json
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 LogFormat = Literal["json", "text"]
 
-REQUEST_ID_HEADER = "X-Request-ID"
-_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
-_HEADER_KEY = REQUEST_ID_HEADER.lower().encode()
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 HANDLER_NAME = "promptmm"
 
 access_logger = logging.getLogger("service.access")
 logger = logging.getLogger(__name__)
 
-_request_id: ContextVar[str | None] = ContextVar("promptmm_request_id", default=None)
+request_id_var: ContextVar[str | None] = ContextVar("promptmm_request_id", default=None)
+"""The id of the request being served (set by :mod:`service.observe`), or None."""
 
 
 class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
@@ -70,7 +59,7 @@ class RequestIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
-            request_id = _request_id.get()
+            request_id = request_id_var.get()
             if request_id is not None:
                 record.request_id = request_id
         return True
@@ -116,66 +105,19 @@ def configure_logging(level: str, log_format: LogFormat) -> None:
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 
 
-def _client_request_id(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == _HEADER_KEY:
-            candidate = value.decode("latin-1")
-            return candidate if _REQUEST_ID_RE.fullmatch(candidate) else None
-    return None
-
-
-class RequestLogMiddleware:
-    """Pure ASGI middleware: the request id (set, echoed), the access line, unhandled errors."""
-
-    def __init__(self, app: ASGIApp, access_log: bool = True) -> None:
-        self.app = app
-        self.access_log = access_log
-        self._prefix = secrets.token_hex(8)
-        self._counter = itertools.count(1)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = _client_request_id(scope) or f"{self._prefix}{next(self._counter):016x}"
-        token = _request_id.set(request_id)
-        echoed = (_HEADER_KEY, request_id.encode())
-        started = time.perf_counter()
-        status = 0
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                message = {**message, "headers": [*message.get("headers", ()), echoed]}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            logger.exception("unhandled error in %s %s", scope["method"], _path(scope))
-            if status:
-                raise
-            status = HTTPStatus.INTERNAL_SERVER_ERROR
-            await _internal_error(send_with_id, request_id)
-        finally:
-            if self.access_log:
-                _log_access(scope, status or 500, time.perf_counter() - started)
-            _request_id.reset(token)
-
-
-def _path(scope: Scope) -> str:
+def request_path(scope: Scope) -> str:
     """The path as the client sent it (percent-encoded: no control characters in a line)."""
     raw: bytes | None = scope.get("raw_path")
     return raw.decode("latin-1") if raw else str(scope["path"])
 
 
-def _log_access(scope: Scope, status: int, seconds: float) -> None:
+def log_access(scope: Scope, status: int, seconds: float) -> None:
+    """The access line of a finished request (INFO; ERROR for a 5xx), when INFO is on."""
     if not access_logger.isEnabledFor(logging.INFO):
         return
     recommender = getattr(scope["app"].state, "recommender", None)
     version = None if recommender is None else recommender.model_version
-    method, path, latency_ms = scope["method"], _path(scope), round(seconds * 1000, 3)
+    method, path, latency_ms = scope["method"], request_path(scope), round(seconds * 1000, 3)
     record = access_logger.makeRecord(
         access_logger.name,
         logging.ERROR if status >= 500 else logging.INFO,
@@ -193,18 +135,3 @@ def _log_access(scope: Scope, status: int, seconds: float) -> None:
         },
     )
     access_logger.handle(record)
-
-
-async def _internal_error(send: Send, request_id: str) -> None:
-    body = to_json({"detail": "internal server error", "request_id": request_id})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": int(HTTPStatus.INTERNAL_SERVER_ERROR),
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

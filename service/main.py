@@ -18,8 +18,9 @@ from starlette.concurrency import run_in_threadpool
 from service.config import Settings, check_bundle_path, load_settings
 from service.errors import install_error_handlers
 from service.heap import freeze_long_lived
-from service.logs import RequestLogMiddleware, configure_logging
-from service.metrics import Metrics, MetricsMiddleware
+from service.logs import configure_logging
+from service.metrics import Metrics
+from service.observe import ObserveMiddleware
 from service.recommender import Recommender
 from service.routes import demo, routers
 from service.security import BodySizeLimitMiddleware
@@ -79,6 +80,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.demo:
         app.include_router(demo.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(RequestLogMiddleware, access_log=settings.access_log)
+    app.add_middleware(ObserveMiddleware, metrics=app.state.metrics, access_log=settings.access_log)
     return app

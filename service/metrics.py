@@ -1,7 +1,8 @@
 """Prometheus metrics of one app, in its own registry (several apps can share a process).
 
 - ``promptmm_http_request_duration_seconds{endpoint,method,status}``: latency per route
-  (the route's path template; ``unmatched`` for unknown paths, to bound label cardinality).
+  (the route's path template; ``unmatched`` for unknown paths, to bound label cardinality;
+  observed by :mod:`service.observe`).
 - ``promptmm_finetune_duration_seconds``: one user-vector update (fold-in or BPR fine-tune).
 - ``promptmm_model_info{model_version,dataset,index_kind} 1``: the served model.
 - ``promptmm_index_items``: items in the served index.
@@ -13,8 +14,6 @@
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -23,7 +22,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 FINETUNE_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5)
@@ -88,33 +86,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class MetricsMiddleware:
-    """Pure ASGI middleware timing every HTTP request into ``metrics.request_duration``."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def recording_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, recording_send)
-        finally:
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
-            self.metrics.request_duration.labels(endpoint, scope["method"], str(status)).observe(
-                time.perf_counter() - started
-            )

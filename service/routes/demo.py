@@ -1,6 +1,6 @@
 """The demo page and what it reads; mounted only when the ``demo`` setting is on.
 
-- ``GET /demo``: the page (static HTML, ``demo.js``, ``demo.css``; nothing from elsewhere,
+- ``GET /demo``: the page (static HTML, ``demo.js``, ``demo.css``, an icon; nothing from elsewhere,
   which its Content-Security-Policy enforces). It calls the public API itself:
   ``POST /recommend`` and, with the key typed into the page, ``POST /interactions``.
 - ``GET /demo/users``: a few of the served model's user ids to pick from.
@@ -90,6 +90,11 @@ async def script() -> FileResponse:
 @router.get("/demo.css")
 async def style() -> FileResponse:
     return _asset("demo.css", "text/css; charset=utf-8")
+
+
+@router.get("/favicon.svg")
+async def icon() -> FileResponse:
+    return _asset("favicon.svg", "image/svg+xml")
 
 
 @router.get("/users")

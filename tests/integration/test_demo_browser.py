@@ -93,6 +93,7 @@ def test_pick_a_user_like_an_item_and_watch_the_list_change(
         page = browser.new_page(viewport={"width": 1100, "height": 640})
         page.on("request", lambda r: r.url.startswith(service.url) or elsewhere.append(r.url))
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
         page.goto(f"{service.url}/demo")
         page.fill("#k", str(K))
 
@@ -144,4 +145,5 @@ def test_pick_a_user_like_an_item_and_watch_the_list_change(
         browser.close()
 
     assert elsewhere == [], "the page must load nothing from another origin"
-    assert errors == []
+    refused = "the server responded with a status of 401"  # the like without a key
+    assert [error for error in errors if refused not in error] == [], "e.g. a CSP violation"

@@ -91,11 +91,13 @@ def test_the_page_and_its_assets_come_from_this_origin_only(client: TestClient) 
     page = client.get("/demo")
     script = client.get("/demo/demo.js")
     style = client.get("/demo/demo.css")
+    icon = client.get("/demo/favicon.svg")
 
-    assert page.status_code == script.status_code == style.status_code == 200
+    assert page.status_code == script.status_code == style.status_code == icon.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert script.headers["content-type"].startswith("text/javascript")
     assert style.headers["content-type"].startswith("text/css")
+    assert icon.headers["content-type"] == "image/svg+xml"
     policy = page.headers["Content-Security-Policy"]
     assert "default-src 'none'" in policy and "connect-src 'self'" in policy
     for text in (page.text, script.text, style.text):

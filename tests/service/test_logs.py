@@ -124,6 +124,7 @@ def test_an_unhandled_error_is_one_error_line_with_its_traceback_and_a_500(
         capsys.readouterr()
         response = client.get("/broken", headers={"X-Request-ID": "fire-1"})
         raw = capsys.readouterr().err
+        exposition = client.get("/metrics").text
 
     assert response.status_code == 500
     assert response.json() == {"detail": "internal server error", "request_id": "fire-1"}
@@ -135,6 +136,10 @@ def test_an_unhandled_error_is_one_error_line_with_its_traceback_and_a_500(
     assert "unhandled error in GET /broken" in error["message"]
     assert "Traceback" in error["exc_info"] and "the disk is on fire" in error["exc_info"]
     assert (access["status"], access["level"], access["request_id"]) == (500, "ERROR", "fire-1")
+    assert (
+        'promptmm_http_request_duration_seconds_count{endpoint="/broken",method="GET",'
+        'status="500"} 1.0'
+    ) in exposition
 
 
 def test_a_warning_logged_in_a_worker_thread_carries_the_request_id(
