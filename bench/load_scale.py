@@ -23,7 +23,7 @@ from typing import Any
 
 from bench.common import RESULTS_DIR, markdown_table, setup_logging, write_report
 from training.data import load_dataset
-from training.data.mmrec import _parse_lines, read_mmrec
+from training.data.mmrec import parse_lines, read_mmrec
 from training.data.synthetic import write_synthetic
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def main() -> None:
         path = folder / "synth.inter"
         text = path.read_text(encoding="utf-8")
         header = text.split("\n", 1)[0].split("\t")
-        _, line_s = _timed(lambda: _parse_lines(text, header, path.name))
+        _, line_s = _timed(lambda: parse_lines(text, header, path.name))
         rows_table.append(["line-by-line parse", f"{line_s:.1f}", f"{_peak_rss_gb():.2f}"])
     table = markdown_table(["step", "seconds", "peak RSS so far (GB)"], rows_table)
     text = write_report(

@@ -153,7 +153,7 @@ def _values(params: Sequence[Param], trial: optuna.trial.FrozenTrial | optuna.Tr
     }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _ReportingContext(TrainingContext):
     """A context whose validations are also reported (for pruning)."""
 

@@ -35,6 +35,7 @@ def _study_args(data: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_three_trials_write_a_config_that_training_run_accepts(
     synthetic_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -63,6 +64,7 @@ def test_three_trials_write_a_config_that_training_run_accepts(
     assert "3 trial(s) finished" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_variant_searches_only_what_it_trains(
     synthetic_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
