@@ -135,6 +135,32 @@ def ablate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def tune_command(args: argparse.Namespace) -> int:
+    from training.tune import TuneSpec, default_study_dir, run_tuning
+
+    config = _load(args)
+    overrides = list(args.overrides)
+    if args.device:
+        overrides.append(f"run.device={json.dumps(args.device)}")
+    spec = TuneSpec(
+        config_path=args.config,
+        overrides=tuple(overrides),
+        variant=args.variant,
+        study_dir=args.out or default_study_dir(args.config, config, args.variant),
+        trials=args.trials,
+    )
+    result = run_tuning(spec, jobs=args.jobs)
+    metric = config.eval.select_metric
+    chosen = ", ".join(f"{name}={value!r}" for name, value in result.best_params.items())
+    sys.stdout.write(
+        f"{result.finished} trial(s) finished ({result.pruned} pruned); chosen on validation "
+        f"{metric} = {result.best_value:.4f}: {chosen}\n"
+        f"tuned config: {result.tuned_config}\n"
+        f"{_line('chosen', 'test', result.test)}\n"
+    )
+    return 0
+
+
 def register(sub: Any) -> None:
     """Add the training sub-commands to ``sub`` (an argparse sub-parsers action)."""
     run = sub.add_parser("run", help="teacher -> student -> export")
@@ -177,3 +203,15 @@ def register(sub: Any) -> None:
         "--variants", nargs="+", help="subset of variants to run (default: all)", default=None
     )
     ablate.set_defaults(handler=ablate_command)
+
+    tune = sub.add_parser("tune", help="search the config's [tune] spaces with Optuna")
+    _add_config_args(tune)
+    tune.add_argument("--trials", type=int, required=True, help="trials in the study, in all")
+    tune.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    tune.add_argument(
+        "--variant", help='tune this ablation variant instead of PromptMM, e.g. "LightGCN alone"'
+    )
+    tune.add_argument(
+        "--out", type=Path, help="study folder (default: <run.runs_dir>/tune-<config name>)"
+    )
+    tune.set_defaults(handler=tune_command)

@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+TUNE_SECTION = "tune"
+"""The ``[tune.<section>]`` tables of a config: search spaces for ``training tune``
+(checked by :mod:`training.tune`); a run ignores them."""
 SHARED_DATASETS_ENV = "PROMPTMM_SHARED_DATASETS"
 SHARED_PREFIX = ("..", "shared", "datasets")
 
@@ -294,9 +297,10 @@ def _build_section(cls: type, values: Mapping[str, Any], section: str) -> Any:
 
 
 def from_dict(raw: Mapping[str, Any]) -> Config:
-    """Build a :class:`Config` from nested mappings, rejecting unknown sections and keys."""
+    """Build a :class:`Config` from nested mappings, rejecting unknown sections and keys
+    (the :data:`TUNE_SECTION` table is skipped)."""
     sections = _section_types(Config)
-    unknown = sorted(set(raw) - set(sections))
+    unknown = sorted(set(raw) - set(sections) - {TUNE_SECTION})
     if unknown:
         raise ValueError(f"unknown config section(s) {unknown}; known: {sorted(sections)}")
     built: dict[str, Any] = {}

@@ -116,3 +116,12 @@ def test_a_user_wanting_most_of_the_catalog_gets_distinct_items(tmp_path: Path) 
     total = dataset.train + dataset.valid + dataset.test
     assert total.nnz == dataset.train.nnz + dataset.valid.nnz + dataset.test.nnz
     assert np.diff(total.indptr).min() >= 20
+
+
+def test_synth_command_takes_modalities(tmp_path: Path) -> None:
+    out = tmp_path / "wide"
+    args = ["data", "synth", str(out), "--users", "20", "--items", "10", "--modality", "audio=4"]
+    assert main(args) == 0
+    assert {name: m.shape for name, m in load_dataset(out).features.items()} == {"audio": (10, 4)}
+    with pytest.raises(SystemExit):
+        main(["data", "synth", str(out), "--modality", "audio"])

@@ -75,7 +75,7 @@ def _parse(data: bytes, name: str) -> np.ndarray:
         )
     rows = _read_columns(data, header)
     if rows is None:
-        rows = _parse_lines(data.decode("utf-8"), header, name)
+        rows = parse_lines(data.decode("utf-8"), header, name)
     bad = ~np.isin(rows[:, 2], (0, 1, 2))
     if bad.any():
         first_bad = int(np.argmax(bad))
@@ -110,7 +110,7 @@ def _read_columns(data: bytes, header: list[str]) -> np.ndarray | None:
     return rows
 
 
-def _parse_lines(text: str, header: list[str], name: str) -> np.ndarray:
+def parse_lines(text: str, header: list[str], name: str) -> np.ndarray:
     """The line-by-line parse: raises the precise error for the first bad line."""
     lines = text.splitlines()
     columns = [header.index(column) for column in REQUIRED]

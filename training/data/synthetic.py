@@ -110,7 +110,8 @@ class _Catalog:
         start = np.where(whole, 0.0, self.start[known])
         total = np.where(whole, self.cumulative[-1], self.total[known])
         slot = np.searchsorted(self.cumulative, start + uniform * total, side="right")
-        return self.order[np.minimum(slot, self.n_items - 1)]
+        items: np.ndarray = self.order[np.minimum(slot, self.n_items - 1)]
+        return items
 
 
 def _draw_pairs(
