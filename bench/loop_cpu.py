@@ -92,8 +92,7 @@ def report(results: dict[str, list[dict[str, Any]]], base: str, command: str) ->
         "- epochs/s: 1 / median seconds of the epochs without validation; validation s: median",
         "  seconds of a validated epoch minus that",
         "",
-        "| stage | base epochs/s | this epochs/s | ratio | base validation s "
-        "| this validation s |",
+        "| stage | base epochs/s | this epochs/s | ratio | base validation s | this validation s |",
         "|---|---|---|---|---|---|",
     ]
     for stage in STAGES:
