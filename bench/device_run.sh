@@ -14,9 +14,19 @@
 #   4. confirm: the distilled student beside LightGCN alone (and the teacher) on CUDA with
 #      configs/tiktok-knn.toml over SEEDS seeds from FIRST_SEED, 8 seeds at once
 #      (bench.teacher_select with one candidate; each run is appended to a JSONL as it ends);
-#   5. ablation: the full ablation table of configs/tiktok-knn.toml over 3 seeds, 3 at once.
-# STEPS="card torch tests ..." runs a subset (default: all). DEVICE=cpu and the *_LIMIT
-# variables exist to try the script's plumbing on a CPU machine.
+#   5. ablation: the full ablation table of configs/tiktok-knn.toml over 3 seeds, 3 at once;
+#   6. tiktok-seeds: the whole tiktok-knn pipeline with seeds 0, 1, 2 (the goal: <= 10 s each
+#      on an H200, test Recall@20 as on the CPU), GPU utilisation sampled by nvidia-smi;
+#   7. scale-data: the synthetic 1M users x 200k items x ~20M pairs set (`training data synth`,
+#      density 1e-4) into $SCALE_DATA (default data/scale; kept if it is already there);
+#   8. scale: configs/scale.toml on it, teacher -> student -> export (the goal: <= 10 min,
+#      GPU >= 50 % busy), GPU utilisation sampled every 0.5 s into gpu-scale.csv and summed
+#      up in gpu-scale.md.
+# STEPS="card torch tests ..." runs a subset (default: all; one device call holds at most
+# 10 minutes, so run e.g. STEPS="card scale-data scale" and STEPS="card tiktok-seeds" as two
+# calls). DEVICE=cpu and the *_LIMIT variables exist to try the script's plumbing on a CPU
+# machine (SCALE_USERS/SCALE_ITEMS/SCALE_DENSITY shrink the scale set for that, SCALE_BATCH
+# the batches of configs/scale.toml).
 # Needs only what the GPU machine's python has (torch, numpy, scipy, tqdm, matplotlib, pytest).
 set -u -o pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE TQDM_MININTERVAL=10
@@ -27,6 +37,41 @@ device=${DEVICE:-cuda}
 mkdir -p "$out"
 log="$out/device-run.log"
 export PROMPTMM_SHARED_DATASETS="$data"
+
+scale_data=${SCALE_DATA:-data/scale}
+scale_set=()
+if [[ -n ${SCALE_BATCH:-} ]]; then
+    scale_set=(--set "stage1.batch_size=$SCALE_BATCH" --set "stage2.batch_size=$SCALE_BATCH")
+fi
+
+# gpu_sampled NAME STEP-ARGS...: run `step` with nvidia-smi sampling the card every 0.5 s into
+# $out/gpu-NAME.csv, then append a summary (all samples, and the busy window from the first
+# to the last sample above 5 %) to $out/gpu-NAME.md.
+gpu_sampled() {
+    local name=$1 csv="$out/gpu-$1.csv" sampler
+    shift
+    if [[ -n ${STEPS:-} && " $STEPS " != *" $1 "* ]]; then
+        return 0
+    fi
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits \
+        -lms 500 >"$csv" 2>/dev/null &
+    sampler=$!
+    step "$@"
+    kill "$sampler" 2>/dev/null
+    wait "$sampler" 2>/dev/null
+    awk -F', *' -v step="$1" '
+        { util[NR] = $2; mem[NR] = $3; if ($2 > 5) { if (!first) first = NR; last = NR } }
+        END {
+            if (NR == 0) { print "- " step ": no nvidia-smi samples"; exit }
+            for (i = 1; i <= NR; i++) { all += util[i]; if (mem[i] > peak) peak = mem[i] }
+            for (i = first; first && i <= last; i++) { busy += util[i]; if (util[i] >= 50) hi++ }
+            n = first ? last - first + 1 : 0
+            printf "- %s: %d samples (0.5 s), mean utilisation %.1f %%; busy window %d samples: ", \
+                step, NR, all / NR, n
+            printf "mean %.1f %%, >= 50 %% in %.0f %% of them; peak memory used %d MiB\n", \
+                n ? busy / n : 0, n ? 100 * hi / n : 0, peak
+        }' "$csv" | tee -a "$out/gpu-$name.md" "$log"
+}
 
 step() {
     local name=$1 limit=$2 started=$SECONDS rc
@@ -59,4 +104,20 @@ step confirm "${CONFIRM_LIMIT:-240}" "$python" -m bench.teacher_select configs/t
 step ablation "${ABLATION_LIMIT:-300}" "$python" -m training ablate configs/tiktok-knn.toml \
     --seeds 3 --jobs 3 --device "$device" --set "data.path=\"$data/tiktok\"" \
     --set run.threads=4 --set run.progress=false --out "$out/ablation-$device-tiktok-knn.md"
+for seed in 0 1 2; do
+    gpu_sampled "tiktok-seed$seed" tiktok-seeds "${PIPELINE_LIMIT:-150}" "$python" \
+        -m bench.pipeline_timing configs/tiktok-knn.toml --device "$device" \
+        --set "data.path=\"$data/tiktok\"" --set "run.seed=$seed" --set run.progress=false \
+        --out "$out/pipeline-$device-tiktok-knn-seed$seed.md"
+done
+if [[ -f "$scale_data/$(basename "$scale_data").inter" ]]; then
+    echo "=== scale-data: $scale_data is already there" | tee -a "$log"
+else
+    step scale-data "${SCALE_DATA_LIMIT:-180}" "$python" -m training data synth "$scale_data" \
+        --users "${SCALE_USERS:-1000000}" --items "${SCALE_ITEMS:-200000}" \
+        --density "${SCALE_DENSITY:-0.0001}" --seed 0
+fi
+gpu_sampled scale scale "${SCALE_LIMIT:-540}" "$python" -m bench.pipeline_timing \
+    configs/scale.toml --device "$device" --set "data.path=\"$scale_data\"" \
+    ${scale_set[@]+"${scale_set[@]}"} --out "$out/pipeline-$device-scale.md"
 cat "$out/steps.txt"

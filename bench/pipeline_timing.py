@@ -5,8 +5,9 @@ Meant for the GPU machine (``--device cuda``) and for CPU comparisons, run from 
     PYTHONPATH=. python -m bench.pipeline_timing configs/tiktok.toml --device cuda
     PYTHONPATH=. python -m bench.pipeline_timing configs/synthetic.toml --set data.path=DIR
 
-Prints a Markdown table (device and card name, epochs and seconds per stage, test Recall@20 /
-NDCG@20) and writes it to ``--out`` (default ``bench/results/pipeline-<device>.md``).
+Prints a Markdown table (device and card name, epochs and seconds per stage, seconds per
+training epoch, triples per second, CUDA peak memory, test Recall@20 / NDCG@20) and writes
+it to ``--out`` (default ``bench/results/pipeline-<device>.md``).
 """
 
 from __future__ import annotations
@@ -42,17 +43,20 @@ def table(summary: dict[str, Any], command: str) -> str:
         f"- command: `{command}`",
         f"- protocol: {summary['protocol']['test']}; {summary['ndcg']}",
         "",
-        "| stage | best epoch | epochs run | seconds | test R@20 | test N@20 |",
-        "|---|---|---|---|---|---|",
+        "| stage | best epoch | epochs run | seconds | s / training epoch | triples/s "
+        "| peak GiB | test R@20 | test N@20 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for stage in ("teacher", "student"):
         if stage in summary:
             part = summary[stage]
             lines.append(
                 f"| {stage} | {part['best_epoch']} | {part['epochs_run']} | {part['seconds']} "
+                f"| {part['epoch_s']} | {part['samples_per_s']:.0f} "
+                f"| {part.get('peak_memory_gib', '-')} "
                 f"| {part['test']['recall@20']:.4f} | {part['test']['ndcg@20']:.4f} |"
             )
-    lines.append(f"| total (incl. data, export) | | | {summary['seconds']} | | |")
+    lines.append(f"| total (incl. data, export) | | | {summary['seconds']} | | | | | |")
     return "\n".join(lines) + "\n"
 
 

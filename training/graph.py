@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
+from torch.utils.weak import WeakTensorKeyDictionary
 
 __all__ = [
     "bipartite_blocks",
@@ -197,21 +198,32 @@ def propagate_perturbed(
     return layer_mean(layers)
 
 
+_BLOCKS: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
+
+
 def bipartite_blocks(adj: torch.Tensor, n_users: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The off-diagonal blocks ``(Â_ui (U, I), Â_iu (I, U))`` of the CSR adjacency.
 
-    Cheap (slices of ``adj``'s index arrays); ``Â_iu = Â_uiᵀ`` because ``Â`` is symmetric.
+    Slices of ``adj``'s index arrays; ``Â_iu = Â_uiᵀ`` because ``Â`` is symmetric. Built
+    once per ``adj`` and kept while ``adj`` lives: building them reads a row offset back
+    from the device, which every training step would otherwise wait on.
     """
     if adj.layout != torch.sparse_csr:
         raise ValueError(
             f"adj must be a sparse CSR tensor (normalized_adjacency), got {adj.layout}"
         )
-    crow, col, val = adj.crow_indices(), adj.col_indices(), adj.values()
-    n_items = adj.shape[0] - n_users
-    split = int(crow[n_users])
-    a_ui = csr_tensor(crow[: n_users + 1], col[:split] - n_users, val[:split], (n_users, n_items))
-    a_iu = csr_tensor(crow[n_users:] - split, col[split:], val[split:], (n_items, n_users))
-    return a_ui, a_iu
+    per_split = _BLOCKS.setdefault(adj, {})
+    if n_users not in per_split:
+        crow, col, val = adj.crow_indices(), adj.col_indices(), adj.values()
+        n_items = adj.shape[0] - n_users
+        split = int(crow[n_users])
+        a_ui = csr_tensor(
+            crow[: n_users + 1], col[:split] - n_users, val[:split], (n_users, n_items)
+        )
+        a_iu = csr_tensor(crow[n_users:] - split, col[split:], val[split:], (n_items, n_users))
+        per_split[n_users] = (a_ui, a_iu)
+    blocks: tuple[torch.Tensor, torch.Tensor] = per_split[n_users]
+    return blocks
 
 
 def user_side(adj: torch.Tensor, item_x: torch.Tensor, n_users: int) -> torch.Tensor:
