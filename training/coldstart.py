@@ -24,7 +24,8 @@ everyone, ``level``) apart from the item's own deviation (``scale``). Methods, s
 calibration are chosen on validation (:func:`select_map`) on items held out as if cold (for
 the natural protocol a seeded sample of warm items lose their embedding and the maps are
 fitted without them): the highest cold Recall@20 among the points whose warm Recall@20 stays
-within :data:`WARM_TOLERANCE` of the student without cold items (ties: overall Recall@20).
+within :data:`WARM_TOLERANCE` of the student without cold items (ties: overall Recall@20;
+without such a point, the highest overall Recall@20).
 """
 
 from __future__ import annotations
@@ -518,11 +519,10 @@ def select_map(
                     {"candidate": candidate.label, "level": level, "scale": scale}
                     | {part: values.get(part, {}) for part in PARTS}
                 )
-                score = (
-                    values["warm"][metric] >= floor,
-                    values.get("cold", {}).get(metric, 0.0),
-                    values["overall"][metric],
-                )
+                feasible = values["warm"][metric] >= floor
+                cold = values.get("cold", {}).get(metric, 0.0)
+                overall = values["overall"][metric]
+                score = (feasible, cold if feasible else overall, overall)
                 if candidate.method not in best or score > best[candidate.method][0]:
                     calibrated.valid = values
                     best[candidate.method] = (score, calibrated)
