@@ -94,7 +94,8 @@ class ImageEncoder:
         from PIL import Image
 
         with Image.open(path) as image:
-            resized = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+            rgb = image.convert("RGB")
+            resized = rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
             array = np.asarray(resized, dtype=np.float32)
         return ((array / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)
 
