@@ -33,7 +33,7 @@ from bench.cold_train import cold_split, models_root
 from bench.common import setup_logging
 from bundle import read_bundle
 from training.coldsplit import PROTOCOLS, ColdSplit, split_targets
-from training.coldstart import METHOD_ORDER, PARTS, select_map, with_content
+from training.coldstart import METHOD_ORDER, PARTS, pseudo_cold_count, select_map, with_content
 from training.config import load_config
 from training.evaluate import evaluate
 from training.pipeline import load_data
@@ -57,12 +57,11 @@ def test_metrics(split: ColdSplit, users: np.ndarray, items: np.ndarray) -> dict
     return result
 
 
-def pseudo_cold_count(split: ColdSplit) -> int:
-    """Natural protocol: hold out as many warm items as are cold (at most 10 % of the warm)."""
+def pseudo_cold(split: ColdSplit) -> int:
+    """Natural protocol: warm items held out as if cold (as at export); hold-out: none."""
     if split.protocol != "natural":
         return 0
-    n_warm = int(split.warm_items.sum())
-    return int(min(split.cold_items.sum(), n_warm // 10))
+    return pseudo_cold_count(int(split.cold_items.sum()), int(split.warm_items.sum()))
 
 
 def run_one(config_path: Path, models: Path, protocol: str, seed: int) -> list[dict[str, Any]]:
@@ -80,7 +79,7 @@ def run_one(config_path: Path, models: Path, protocol: str, seed: int) -> list[d
         split.dataset.train,
         split.valid,
         split.cold_items,
-        pseudo_cold=pseudo_cold_count(split),
+        pseudo_cold=pseudo_cold(split),
         seed=seed,
     )
     cold = np.flatnonzero(split.cold_items)

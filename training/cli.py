@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 
 from training.commands import register as register_training
+from training.content_features import register as register_features
 from training.data.cli import register as register_data
 
 
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     register_data(sub)
     register_training(sub)
+    register_features(sub)
     return parser
 
 

@@ -24,7 +24,8 @@ everyone, ``level``) apart from the item's own deviation (``scale``). Methods, s
 calibration are chosen on validation (:func:`select_map`) on items held out as if cold (for
 the natural protocol a seeded sample of warm items lose their embedding and the maps are
 fitted without them): the highest cold Recall@20 among the points whose warm Recall@20 stays
-within :data:`WARM_TOLERANCE` of the student without cold items (ties: overall Recall@20).
+within :data:`WARM_TOLERANCE` of the student without cold items (ties: overall Recall@20;
+without such a point, the highest overall Recall@20).
 """
 
 from __future__ import annotations
@@ -214,8 +215,8 @@ def _ridge(
 class AlignConfig:
     """The ``aligned`` map's training: steps, batch sizes, learning rate, loss weights."""
 
-    steps: int = 300
-    items_per_step: int = 512
+    steps: int = 200
+    items_per_step: int = 256
     users_per_step: int = 256
     lr: float = 1e-3
     tau: float = 1.0
@@ -518,11 +519,10 @@ def select_map(
                     {"candidate": candidate.label, "level": level, "scale": scale}
                     | {part: values.get(part, {}) for part in PARTS}
                 )
-                score = (
-                    values["warm"][metric] >= floor,
-                    values.get("cold", {}).get(metric, 0.0),
-                    values["overall"][metric],
-                )
+                feasible = values["warm"][metric] >= floor
+                cold = values.get("cold", {}).get(metric, 0.0)
+                overall = values["overall"][metric]
+                score = (feasible, cold if feasible else overall, overall)
                 if candidate.method not in best or score > best[candidate.method][0]:
                     calibrated.valid = values
                     best[candidate.method] = (score, calibrated)
@@ -556,3 +556,70 @@ def with_content(
     if items.size:
         result[items] = fit.embed(features, items, seed)
     return result
+
+
+def pseudo_cold_count(n_cold: int, n_warm: int) -> int:
+    """Warm items held out as if cold for a natural split: as many as are cold, at least 5 %
+    and at most 10 % of the warm items."""
+    return int(min(max(n_cold, n_warm // 20), n_warm // 10))
+
+
+@dataclass(frozen=True)
+class ExportedContent:
+    """What export adds: the item tables with cold rows from content, the map, a summary."""
+
+    item_embeddings: np.ndarray
+    item_layers: np.ndarray
+    content_map: ContentMap
+    summary: dict[str, Any]
+
+
+def content_for_export(
+    features: Mapping[str, np.ndarray],
+    user_emb: np.ndarray,
+    item_emb: np.ndarray,
+    item_layers: np.ndarray,
+    train: sp.csr_matrix,
+    valid: sp.csr_matrix,
+    seed: int = 0,
+) -> ExportedContent | None:
+    """Choose a content map for the student (:func:`select_map` on ``valid``) and give the
+    items without a training interaction their content embedding; ``None`` without features.
+
+    A cold item's final embedding ``e`` becomes its LightGCN ego row ``(L + 1) · e`` in
+    ``item_layers[0]`` (its propagated layers are 0: it has no edge), so a user who
+    interacts with it later folds it in consistently (:func:`bundle.fold_in_user`).
+    """
+    if not features:
+        return None
+    cold_mask = np.asarray(train.getnnz(axis=0) == 0)
+    n_cold, n_warm = int(cold_mask.sum()), int((~cold_mask).sum())
+    selection = select_map(
+        user_emb,
+        item_emb,
+        features,
+        train,
+        valid,
+        cold_mask,
+        pseudo_cold=pseudo_cold_count(n_cold, n_warm),
+        seed=seed,
+    )
+    fit = selection.per_method[selection.chosen]
+    content_map = fit.exported()
+    cold = np.flatnonzero(cold_mask)
+    items = np.array(item_emb, dtype=np.float32, copy=True)
+    layers = np.array(item_layers, dtype=np.float32, copy=True)
+    if cold.size:
+        rows = content_embeddings(content_map, {m: f[cold] for m, f in features.items()})
+        items[cold] = rows
+        if layers.shape[0]:
+            layers[0, cold] = (layers.shape[0] + 1) * rows
+    summary = {
+        "chosen": fit.candidate.label,
+        "level": fit.level,
+        "scale": fit.scale,
+        "cold_items": n_cold,
+        "pseudo_cold_items": int(selection.pseudo_cold.size),
+        "valid": fit.valid,
+    }
+    return ExportedContent(items, layers, content_map, summary)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from bundle import Bundle, new_version, read_bundle, write_bundle
+from training.coldstart import content_for_export
 from training.config import EvalConfig
 from training.data import Dataset
 from training.evaluate import evaluate
@@ -49,13 +50,23 @@ def export_student(
         item_layers: (L, I, d) its item embeddings at LightGCN layers ``0..L-1``; with
             ``user_ego`` they must reproduce ``user_emb`` (``bundle.validate`` checks it).
 
+    Items without a training interaction get their content embedding from the content map
+    chosen on the validation split (:func:`training.coldstart.content_for_export`), which
+    the bundle carries (format 2) when the dataset has item features.
+
     Returns:
         The version directory written.
     """
     train = dataset.train.tocsr()
+    users, items, layers = _numpy(user_emb), _numpy(item_emb), _numpy(item_layers)
+    seed = int(config.get("run", {}).get("seed", 0))
+    content = content_for_export(dataset.features, users, items, layers, train, dataset.valid, seed)
+    if content is not None:
+        items, layers = content.item_embeddings, content.item_layers
+        metrics = {**metrics, "content_map": content.summary}
     bundle = Bundle(
-        user_embeddings=_numpy(user_emb),
-        item_embeddings=_numpy(item_emb),
+        user_embeddings=users,
+        item_embeddings=items,
         train_indptr=train.indptr.astype(np.int64),
         train_indices=train.indices.astype(np.int32),
         user_ids=list(dataset.user_ids),
@@ -66,7 +77,8 @@ def export_student(
         config=config,
         metrics=metrics,
         user_ego=_numpy(user_ego),
-        item_layers=_numpy(item_layers),
+        item_layers=layers,
+        content_map=None if content is None else content.content_map,
     )
     target = write_bundle(bundle, models_dir / dataset.name)
     logger.info("exported the student to %s", target)
