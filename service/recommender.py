@@ -338,6 +338,13 @@ class Recommender:
         started = time.perf_counter()
         with online.lock:
             found = self._store.get_snapshot(self.model_version)
+            if found is not None and found[0] > self._store.latest_revision():
+                logger.warning(
+                    "ignoring the online-state snapshot at revision %d: the log is shorter "
+                    "(it was reset)",
+                    found[0],
+                )
+                found = None
             if found is not None:
                 try:
                     online.restore(found[1], self.model_version, self.finetune_method)
