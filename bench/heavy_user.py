@@ -11,8 +11,8 @@ store, one worker, API key) takes, one case after another:
 - one of 256 users x 200 items (51,200 pairs);
 - one ``POST /interactions`` of 1,000 items by one user.
 
-Meanwhile a probe thread alternates ``POST /recommend`` (random bundle users) and
-``GET /healthz``; each case reports their latency (max, p99) from the post until the effect is
+Meanwhile a probe thread cycles ``POST /recommend`` (random bundle users), ``GET /healthz`` and
+``GET /readyz``; each case reports their latency (max, p99) from the post until the effect is
 visible and one second more ("during"), and over the two seconds after that ("after"), with
 "visible" the first moment the last posting user's answer differs from the one before the
 post. Then, on the tiktok bundle, the restart time with 10^5 and 10^6 logged pairs: the first
@@ -96,7 +96,7 @@ def synthetic_bundle(root: Path, n_users: int = 2000, n_items: int = 2000, dim: 
 
 @dataclass
 class Probe:
-    """Alternates ``/recommend`` and ``/healthz`` in a thread; keeps (start, kind, s, ok)."""
+    """Cycles ``/recommend``, ``/healthz``, ``/readyz`` in a thread; keeps (start, kind, s, ok)."""
 
     url: str
     users: list[str]
@@ -118,13 +118,13 @@ class Probe:
         with httpx.Client(base_url=self.url, timeout=60.0) as client:
             while not self._stop.is_set():
                 user = self.users[int(rng.integers(len(self.users)))]
-                for kind in ("recommend", "healthz"):
+                for kind in ("recommend", "healthz", "readyz"):
                     started = time.monotonic()
                     try:
                         if kind == "recommend":
                             response = client.post("/recommend", json={"user_id": user, "k": 20})
                         else:
-                            response = client.get("/healthz")
+                            response = client.get(f"/{kind}")
                         ok = response.status_code == 200
                     except httpx.HTTPError:
                         ok = False
@@ -174,10 +174,8 @@ def heavy_case(
         pairs,
         f"{(posted - started) * 1e3:.0f}",
         f"{(visible - started) * 1e3:.0f}",
-        probe.stats("recommend", started, during),
-        probe.stats("healthz", started, during),
-        probe.stats("recommend", during, after),
-        probe.stats("healthz", during, after),
+        *(probe.stats(kind, started, during) for kind in ("recommend", "healthz", "readyz")),
+        *(probe.stats(kind, during, after) for kind in ("recommend", "healthz", "readyz")),
     ]
 
 
@@ -332,8 +330,10 @@ def main() -> None:
                 "visible after ms",
                 "/recommend during",
                 "/healthz during",
+                "/readyz during",
                 "/recommend after",
                 "/healthz after",
+                "/readyz after",
             ],
             rows,
         ),
