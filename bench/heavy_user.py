@@ -11,8 +11,8 @@ store, one worker, API key) takes, one case after another:
 - one of 256 users x 200 items (51,200 pairs);
 - one ``POST /interactions`` of 1,000 items by one user.
 
-Meanwhile a probe thread alternates ``POST /recommend`` (random bundle users) and
-``GET /healthz``; each case reports their latency (max, p99) from the post until the effect is
+Meanwhile a probe thread cycles ``POST /recommend`` (random bundle users), ``GET /healthz`` and
+``GET /readyz``; each case reports their latency (max, p99) from the post until the effect is
 visible and one second more ("during"), and over the two seconds after that ("after"), with
 "visible" the first moment the last posting user's answer differs from the one before the
 post. Then, on the tiktok bundle, the restart time with 10^5 and 10^6 logged pairs: the first
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import tempfile
 import threading
 import time
@@ -95,7 +96,7 @@ def synthetic_bundle(root: Path, n_users: int = 2000, n_items: int = 2000, dim: 
 
 @dataclass
 class Probe:
-    """Alternates ``/recommend`` and ``/healthz`` in a thread; keeps (start, kind, s, ok)."""
+    """Cycles ``/recommend``, ``/healthz``, ``/readyz`` in a thread; keeps (start, kind, s, ok)."""
 
     url: str
     users: list[str]
@@ -117,13 +118,13 @@ class Probe:
         with httpx.Client(base_url=self.url, timeout=60.0) as client:
             while not self._stop.is_set():
                 user = self.users[int(rng.integers(len(self.users)))]
-                for kind in ("recommend", "healthz"):
+                for kind in ("recommend", "healthz", "readyz"):
                     started = time.monotonic()
                     try:
                         if kind == "recommend":
                             response = client.post("/recommend", json={"user_id": user, "k": 20})
                         else:
-                            response = client.get("/healthz")
+                            response = client.get(f"/{kind}")
                         ok = response.status_code == 200
                     except httpx.HTTPError:
                         ok = False
@@ -173,10 +174,8 @@ def heavy_case(
         pairs,
         f"{(posted - started) * 1e3:.0f}",
         f"{(visible - started) * 1e3:.0f}",
-        probe.stats("recommend", started, during),
-        probe.stats("healthz", started, during),
-        probe.stats("recommend", during, after),
-        probe.stats("healthz", during, after),
+        *(probe.stats(kind, started, during) for kind in ("recommend", "healthz", "readyz")),
+        *(probe.stats(kind, during, after) for kind in ("recommend", "healthz", "readyz")),
     ]
 
 
@@ -251,26 +250,54 @@ def wait_for_snapshot(store_path: Path, model_version: str, timeout_s: float = 6
     raise RuntimeError(f"no snapshot of the whole log within {timeout_s} s")
 
 
+RESTORED = re.compile(
+    r"online state of \S+: snapshot at revision (\d+), replayed to (\d+) in ([\d.]+)s"
+)
+
+
+def restored_in(log: Path) -> str:
+    """The service's own time to load the snapshot and replay the tail (its last start)."""
+    found = RESTORED.findall(log.read_text(encoding="utf-8", errors="replace"))
+    return f"{float(found[-1][2]):.2f}" if found else "?"
+
+
+def timed_start(service: ServiceProcess) -> float:
+    started = time.monotonic()
+    service.start(timeout_s=900.0)
+    return time.monotonic() - started
+
+
 def restart_rows(bundle_path: Path, workdir: Path, sizes: list[int]) -> list[list[object]]:
+    """Per log size: start time with the whole log replayed, then restart from the snapshot.
+
+    The service logs at INFO so that its own restore time can be read from the log.
+    """
     bundle = read_bundle(bundle_path)
     rows: list[list[object]] = []
-    for n_pairs in sizes:
+    for n_pairs in [0, *sizes]:
         store_path = workdir / f"restart-{n_pairs}.sqlite3"
+        log = workdir / f"restart-{n_pairs}.log"
         fill_log(store_path, bundle, n_pairs, seed=n_pairs)
-        service = bench_service(bundle_path, store_path, workdir / f"restart-{n_pairs}.log")
-        started = time.monotonic()
-        service.start(timeout_s=900.0)
-        first = time.monotonic() - started
-        snapshot = wait_for_snapshot(store_path, bundle.model_version)
+        service = bench_service(
+            bundle_path, store_path, log, settings={"PROMPTMM_LOG_LEVEL": "INFO"}
+        )
+        first = timed_start(service)
+        first_restore = restored_in(log)
+        snapshot = wait_for_snapshot(store_path, bundle.model_version) if n_pairs else 0
         service.stop()
         fill_log(store_path, bundle, 1000, seed=n_pairs + 1)
-        started = time.monotonic()
-        service.start(timeout_s=900.0)
-        again = time.monotonic() - started
+        again = timed_start(service)
+        again_restore = restored_in(log)
         service.stop()
         size_mb = store_path.stat().st_size / 2**20
         rows.append(
-            [f"{n_pairs:,}", f"{first:.2f}", f"{snapshot:,}", f"{again:.2f}", f"{size_mb:.0f}"]
+            [
+                f"{n_pairs:,}",
+                f"{first:.2f} ({first_restore})",
+                f"{snapshot:,}",
+                f"{again:.2f} ({again_restore})",
+                f"{size_mb:.0f}",
+            ]
         )
         logger.info("restart with %d pairs: first %.2f s, again %.2f s", n_pairs, first, again)
     return rows
@@ -303,8 +330,10 @@ def main() -> None:
                 "visible after ms",
                 "/recommend during",
                 "/healthz during",
+                "/readyz during",
                 "/recommend after",
                 "/healthz after",
+                "/readyz after",
             ],
             rows,
         ),
@@ -312,8 +341,10 @@ def main() -> None:
     if restarts:
         sections.append(
             "## Restart with a long log (tiktok-knn)\n\n"
-            "First start: no snapshot, the whole log replayed; restart: the snapshot the first "
-            "run wrote plus 1,000 newer pairs.\n\n"
+            "Seconds from the process start to `/readyz` 200 (in brackets: the service's own "
+            "time to load the snapshot and replay the tail, from its log). First start: no "
+            "snapshot, the whole log replayed; restart: the snapshot the first run wrote plus "
+            "1,000 newer pairs. The 0 row is the start without any log (bundle, index, lists).\n\n"
             + markdown_table(
                 ["logged pairs", "first start s", "snapshot at", "restart s", "store MB"],
                 restarts,

@@ -274,8 +274,9 @@ class OnlineState:
         """The running sums of a user with online items (None: none, or no strategy)."""
         return self._sums.get(user_id)
 
-    def to_bytes(self, model_version: str, method: str) -> bytes:
-        """The derived state as one ``.npz`` (no pickle). The caller holds :attr:`lock`."""
+    def to_arrays(self, model_version: str, method: str) -> dict[str, np.ndarray]:
+        """The derived state as arrays (copies) for :func:`encode`. The caller holds
+        :attr:`lock`."""
         users = list(self.users)
         views = [self.users[user] for user in users]
         sums = [self._sums.get(user) for user in users]
@@ -299,12 +300,10 @@ class OnlineState:
             arrays["degrees"] = np.asarray([state.degree for state in known], dtype=np.int64)
         if self.item_side is not None:
             arrays.update(self.item_side.state())
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)  # type: ignore[arg-type]
-        return buffer.getvalue()
+        return arrays
 
     def restore(self, blob: bytes, model_version: str, method: str) -> None:
-        """Take back a state :meth:`to_bytes` wrote for this model and method.
+        """Take back a state :meth:`to_arrays` took (:func:`encode`) for this model and method.
 
         Raises :class:`StoreError` when the snapshot is corrupt or for another model/method.
         The caller holds :attr:`lock`, on an empty state.
@@ -341,6 +340,13 @@ class OnlineState:
             self._publish(sorted(self.item_side.items.tolist()), revision)
         else:
             self._publish([], revision)
+
+
+def encode(arrays: dict[str, np.ndarray]) -> bytes:
+    """:meth:`OnlineState.to_arrays` as one ``.npz`` (no pickle)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:

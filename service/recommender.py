@@ -51,7 +51,7 @@ from service.config import Settings
 from service.errors import UnknownItemsError, UnknownUserError
 from service.finetune import FinetuneMethod, finetune_user, mean_square, resolve_method
 from service.index import ItemIndex, build_index, exact_scores, is_member
-from service.online import ItemsView, OnlineState
+from service.online import ItemsView, OnlineState, encode
 from service.overlay import ItemSide
 from service.response_cache import ResponseCache, Scope
 from service.served import search, with_moved
@@ -65,7 +65,7 @@ logger = logging.getLogger(__name__)
 N_USER_LOCKS = 256
 CATCH_UP_PAIRS = 256
 """Most log pairs a request applies itself before answering (one worker chunk)."""
-CATCH_UP_WAIT_S = 0.05
+CATCH_UP_WAIT_S = 0.02
 """Longest wait of a request for the worker's turn on the state (one chunk)."""
 REPLAY_CHUNK = 65_536
 """Log pairs applied per step when replaying at start-up or :meth:`Recommender.sync`."""
@@ -338,6 +338,13 @@ class Recommender:
         started = time.perf_counter()
         with online.lock:
             found = self._store.get_snapshot(self.model_version)
+            if found is not None and found[0] > self._store.latest_revision():
+                logger.warning(
+                    "ignoring the online-state snapshot at revision %d: the log is shorter "
+                    "(it was reset)",
+                    found[0],
+                )
+                found = None
             if found is not None:
                 try:
                     online.restore(found[1], self.model_version, self.finetune_method)
@@ -503,10 +510,11 @@ class _AnswerCheck:
 def _snapshotter(
     online: OnlineState, model_version: str, method: str
 ) -> Callable[[], tuple[int, bytes]]:
-    """The worker's checkpoint: the state's bytes and revision, taken under its lock."""
+    """The worker's checkpoint: the state's arrays copied under its lock, encoded outside."""
 
     def take() -> tuple[int, bytes]:
         with online.lock:
-            return online.revision, online.to_bytes(model_version, method)
+            revision, arrays = online.revision, online.to_arrays(model_version, method)
+        return revision, encode(arrays)
 
     return take

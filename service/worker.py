@@ -102,6 +102,8 @@ class OnlineWorker:
             if done:
                 self._wake.wait(POLL_S)
                 self._wake.clear()
+            else:
+                time.sleep(0)  # between chunks of a long tail, let requests have the GIL
 
     def _maybe_compact(self) -> None:
         pending = self._state.items.pending.size

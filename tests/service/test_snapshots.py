@@ -139,3 +139,25 @@ def test_a_corrupt_or_foreign_snapshot_is_ignored(
     mean.snapshot()
     assert Recommender.load(settings, store).user_vector("new-a") is not None
     assert "for (1, 'test-v1', 'mean')" in caplog.text
+
+
+def test_a_snapshot_ahead_of_the_log_is_ignored(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old_store = SQLiteStore(tmp_path / "old.sqlite3")
+    first = Recommender.load(settings, old_store)
+    first.record(random_events(3, 10))
+    first.sync()
+    taken = first.snapshot()
+    first.close()
+    revision, state = old_store.get_snapshot(first.model_version) or (0, b"")
+    assert revision == taken > 0
+    old_store.close()
+    reset = SQLiteStore(tmp_path / "reset.sqlite3")
+    reset.put_snapshot(first.model_version, revision, state)
+
+    restored = Recommender.load(settings, reset)
+
+    assert "the log is shorter" in caplog.text
+    assert restored._online.users == {}
+    reset.close()
