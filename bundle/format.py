@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -252,6 +254,9 @@ def validate(bundle: Bundle) -> None:
     if users.shape[1] != items.shape[1]:
         raise BundleError(f"{EMBEDDINGS}: user dim {users.shape[1]} != item dim {items.shape[1]}")
     indptr, indices = bundle.train_indptr, bundle.train_indices
+    for name, array in (("indptr", indptr), ("indices", indices)):
+        if array.dtype.kind not in "iu":
+            raise BundleError(f"{INTERACTIONS}: {name} must be integers, got {array.dtype}")
     if indptr.ndim != 1 or indptr.shape[0] != users.shape[0] + 1:
         raise BundleError(
             f"{INTERACTIONS}: indptr has shape {indptr.shape}, expected ({users.shape[0] + 1},)"
@@ -380,7 +385,7 @@ def _load_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
             if missing:
                 raise BundleError(f"{path.name}: missing arrays {missing}")
             return {key: archive[key] for key in keys}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         if isinstance(exc, BundleError):
             raise
         raise BundleError(f"{path.name}: unreadable ({exc})") from exc
@@ -425,7 +430,7 @@ def read_bundle(path: Path) -> Bundle:
     try:
         ids = json.loads((directory / IDS).read_text(encoding="utf-8"))
         user_ids, item_ids = ids["users"], ids["items"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(
             f"{directory / IDS}: expected {{'users': [...], 'items': [...]}}"
         ) from exc

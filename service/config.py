@@ -8,16 +8,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.finetune import FinetuneSetting
+
+MIN_API_KEY_LENGTH = 16
 
 
 class Settings(BaseSettings):
     """Runtime configuration of the recommendation service."""
 
-    model_config = SettingsConfigDict(env_prefix="PROMPTMM_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="PROMPTMM_", extra="ignore", hide_input_in_errors=True
+    )
 
     bundle_path: Path = Field(
         Path("models/demo"),
@@ -72,6 +76,24 @@ class Settings(BaseSettings):
     max_batch: int = Field(256, ge=1, description="Most users/events in one batch request.")
     max_items_per_event: int = Field(1000, ge=1, description="Most item_ids in one event.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body.")
+    max_header_bytes: int = Field(
+        16_384,
+        ge=1024,
+        description=(
+            "Largest request line plus headers (431 above; served by service.http's protocol)."
+        ),
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Seconds a connection may take to send a complete request head, from its opening "
+            "or the previous response (then closed; service.http's protocol)."
+        ),
+    )
+    keep_alive_s: int = Field(
+        5, ge=1, description="Seconds an idle keep-alive connection is kept open."
+    )
     finetune_method: FinetuneSetting = Field(
         "auto",
         description=(
@@ -101,6 +123,26 @@ class Settings(BaseSettings):
         description="BPR weight that keeps the user's scores near their previous values.",
     )
     log_level: str = Field("INFO", description="Python logging level.")
+
+    models_root: Path | None = Field(
+        None,
+        description=(
+            "Directory /admin/reload may load bundles from (anything outside, symlinks "
+            "resolved, is refused); default: bundle_path when it is a models root, else its "
+            "parent."
+        ),
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_is_long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value()) < MIN_API_KEY_LENGTH:
+            raise ValueError(
+                f"PROMPTMM_API_KEY has {len(key.get_secret_value())} characters; it must have "
+                f"at least {MIN_API_KEY_LENGTH} (e.g. python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')"
+            )
+        return key
 
     @model_validator(mode="after")
     def _writes_need_a_key(self) -> Settings:

@@ -22,6 +22,7 @@ from service.metrics import Metrics, MetricsMiddleware
 from service.recommender import Recommender
 from service.routes import routers
 from service.security import BodySizeLimitMiddleware
+from service.startup import OneLineStartupErrors
 from service.store import open_store
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         version="1",
         lifespan=_lifespan,
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
@@ -84,4 +86,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(OneLineStartupErrors)
     return app
