@@ -53,9 +53,14 @@ class Settings(BaseSettings):
         100,
         ge=0,
         description=(
-            "Items per user precomputed at load for the bundle's users (exact; 12 bytes each; "
-            "0 = off): a user who posted nothing is answered without a search."
+            "Items per bundle user kept from their first request on (exact; 12 bytes each; "
+            "0 = off): a user who posted nothing is then answered without a search."
         ),
+    )
+    toplist_cache_users: int = Field(
+        20_000,
+        ge=1,
+        description="Most bundle users whose precompute_depth lists are kept (LRU).",
     )
     response_cache_mb: int = Field(
         64,

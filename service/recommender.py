@@ -181,6 +181,7 @@ class Recommender:
                 bundle.train_indptr,
                 bundle.train_indices,
                 settings.precompute_depth,
+                settings.toplist_cache_users,
             )
             if settings.precompute_depth
             else None
