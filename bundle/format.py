@@ -378,17 +378,45 @@ def resolve(path: Path) -> Path:
     raise BundleError(f"{path}: neither a bundle (no {MANIFEST}) nor a models root (no {LATEST})")
 
 
+def _freeze(array: np.ndarray) -> None:
+    """Make ``array`` and every array it views read-only."""
+    view: Any = array
+    while isinstance(view, np.ndarray):
+        view.flags.writeable = False
+        view = view.base
+
+
+def frozen(array: np.ndarray) -> np.ndarray:
+    """``array`` itself when it is C-contiguous and nothing can modify it (it and every array
+    it views are read-only, as :func:`read_bundle` loads them), else a read-only copy.
+
+    Readers of a bundle keep its arrays through this instead of copying them: one copy in
+    memory, however many hold it.
+    """
+    view: Any = array
+    while isinstance(view, np.ndarray) and not view.flags.writeable:
+        view = view.base
+    if view is None and array.flags.c_contiguous:
+        return array
+    copy = np.array(array, order="C", copy=True)
+    copy.flags.writeable = False
+    return copy
+
+
 def _load_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in keys if key not in archive.files]
             if missing:
                 raise BundleError(f"{path.name}: missing arrays {missing}")
-            return {key: archive[key] for key in keys}
+            arrays = {key: archive[key] for key in keys}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         if isinstance(exc, BundleError):
             raise
         raise BundleError(f"{path.name}: unreadable ({exc})") from exc
+    for array in arrays.values():
+        _freeze(array)
+    return arrays
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:

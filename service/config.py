@@ -43,8 +43,22 @@ class Settings(BaseSettings):
     allow_open_writes: bool = Field(
         False, description="Start without an API key, leaving writes open (development only)."
     )
-    index_kind: Literal["exact", "hnsw", "ivf"] = Field(
-        "exact", description="FAISS index: exact inner product, or approximate (hnsw, ivf)."
+    index_kind: Literal["auto", "exact", "hnsw", "ivf"] = Field(
+        "auto",
+        description=(
+            "FAISS index: exact inner product, approximate (hnsw, ivf), or auto: exact up to "
+            "exact_max_items items, hnsw above."
+        ),
+    )
+    exact_max_items: int = Field(
+        50_000, ge=1, description="Largest catalog the auto index_kind searches exactly."
+    )
+    save_index: bool = Field(
+        True,
+        description=(
+            "Save a built hnsw/ivf index beside the bundle (when writable) and load it at the "
+            "next start instead of building it again."
+        ),
     )
     search_threads: int = Field(
         1, ge=1, le=256, description="FAISS threads per process (one request = one small search)."
@@ -71,6 +85,9 @@ class Settings(BaseSettings):
         ),
     )
     hnsw_m: int = Field(32, ge=4, le=256, description="HNSW graph degree.")
+    hnsw_ef_construction: int = Field(
+        80, ge=1, description="HNSW build breadth (part of a saved index's name)."
+    )
     hnsw_ef_search: int = Field(128, ge=1, description="HNSW search breadth.")
     ivf_nlist: int = Field(64, ge=1, description="IVF cells.")
     ivf_nprobe: int = Field(16, ge=1, description="IVF cells probed per query.")

@@ -41,7 +41,7 @@ from typing import Literal
 
 import numpy as np
 
-from bundle import Bundle, fold_in_user, read_bundle
+from bundle import Bundle, fold_in_user, frozen, read_bundle
 from service.config import Settings
 from service.errors import UnknownItemsError, UnknownUserError
 from service.finetune import (
@@ -52,6 +52,7 @@ from service.finetune import (
     resolve_method,
 )
 from service.index import MISSING_ITEM, ItemIndex, build_index, is_member
+from service.index_files import load_index
 from service.overlay import ItemOverlay, OverlaySnapshot, merge_top_k
 from service.response_cache import ResponseCache
 from service.store.base import Event, Store
@@ -115,9 +116,8 @@ def _with_overlaid(
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
-    array = np.ascontiguousarray(array).copy()
-    array.flags.writeable = False
-    return array
+    """``array`` itself when nothing can modify it (a loaded bundle's), else a read-only copy."""
+    return frozen(array)
 
 
 _NO_ITEMS = _read_only(np.empty(0, dtype=np.int64))
@@ -211,14 +211,14 @@ class Recommender:
         """Read the bundle at ``path`` (default: settings.bundle_path) and index its items."""
         bundle = read_bundle(path or settings.bundle_path)
         started = time.perf_counter()
-        index = build_index(bundle.item_embeddings, settings.index_kind, settings)
+        index = load_index(bundle, path or settings.bundle_path, settings)
         logger.info(
             "loaded %s: %d users, %d items, dim %d, %s index in %.2fs",
             bundle.model_version,
             bundle.n_users,
             bundle.n_items,
             bundle.dim,
-            settings.index_kind,
+            index.kind,
             time.perf_counter() - started,
         )
         return cls(bundle, index, store, settings, on_finetune)
