@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bundle import Bundle, BundleError, new_version, read_bundle, resolve, write_bundle
+from bundle import Bundle, BundleError, frozen, new_version, read_bundle, resolve, write_bundle
 from bundle.format import EMBEDDINGS, IDS, INTERACTIONS, LATEST, MANIFEST, _sha256
 
 
@@ -140,3 +140,17 @@ def test_inconsistent_bundle_is_refused_before_writing(
     with pytest.raises(BundleError, match=message):
         write_bundle(Bundle(**fields), tmp_path)
     assert not any(tmp_path.iterdir()), "nothing may be written for an invalid bundle"
+
+
+def test_a_read_bundles_arrays_are_frozen_and_shared_not_copied(tmp_path: Path) -> None:
+    bundle = read_bundle(write_bundle(make_bundle(), tmp_path))
+
+    for array in (bundle.user_embeddings, bundle.item_embeddings, bundle.train_indices):
+        assert not array.flags.writeable
+        assert frozen(array) is array
+    writable = np.ones((3, 2), dtype=np.float32)
+    copy = frozen(writable)
+    assert copy is not writable and not copy.flags.writeable
+    np.testing.assert_array_equal(copy, writable)
+    assert frozen(copy) is copy
+    assert frozen(writable[:, :1].view()) is not writable
