@@ -44,7 +44,7 @@ from bench.wrk_load import CLIENT_CPU, SERVER_CPU, recommend_script, wrk_phase
 from bundle import Bundle, read_bundle, resolve, write_bundle
 from service.config import load_settings
 from service.index import build_index
-from service.index_files import index_kind
+from service.index_files import index_kind, load_index
 
 logger = logging.getLogger(__name__)
 
@@ -158,8 +158,11 @@ def start_pinned_with_timeout(service: ServiceProcess) -> None:
         os.sched_setaffinity(0, own_cpus)
 
 
-def recall_at(bundle: Bundle, queries: int, k: int, seed: int) -> tuple[str, float, float]:
-    """(kind, recall@k of the served search, of the bare FAISS index) vs exact search."""
+def recall_at(
+    bundle: Bundle, directory: Path, queries: int, k: int, seed: int
+) -> tuple[str, float, float]:
+    """(kind, recall@k of the served search, of the bare FAISS index) vs exact search; the
+    served index is the one the service saved beside the bundle (built if absent)."""
     settings = load_settings(allow_open_writes=True)
     kind = index_kind(settings, bundle.n_items)
     rng = np.random.default_rng(seed)
@@ -169,7 +172,7 @@ def recall_at(bundle: Bundle, queries: int, k: int, seed: int) -> tuple[str, flo
     exact_index = build_index(bundle.item_embeddings, "exact", settings)
     exact = exact_index.search(vectors, k, excludes)
     exact_plain = exact_index.search(vectors, k, [np.empty(0, dtype=np.int64)] * len(rows))
-    served_index = build_index(bundle.item_embeddings, kind, settings)
+    served_index = load_index(bundle, directory, settings)
     served = served_index.search(vectors, k, excludes)
     _, bare = served_index.faiss_index.search(np.ascontiguousarray(vectors), k)
 
@@ -240,7 +243,7 @@ def run_scale(directory: Path, args: argparse.Namespace) -> str:
                 service.stop()
         log_tail = (Path(tmp) / "service.log").read_text(encoding="utf-8")[-1500:]
     bundle = read_bundle(directory)
-    kind, recall, bare = recall_at(bundle, args.recall_queries, 20, args.seed)
+    kind, recall, bare = recall_at(bundle, directory, args.recall_queries, 20, args.seed)
     for attempt, start in starts:
         rows.append([attempt, f"{start.seconds:.1f}", f"{start.rss_mb:,.0f}"])
     settings_used = load_settings(allow_open_writes=True)
