@@ -16,7 +16,9 @@ on CPU 0 and every ``wrk`` process on CPU 1. For each store, after a warm-up, in
 - ``1%``: the same with probability 0.01.
 
 Writes accumulate over the cases (the log grows as a live service's does). Reported per case:
-req/s, p50/p99 (wrk's, from send to the full answer), errors, and throughput / ``/healthz``.
+req/s, p50/p99 (wrk's, from send to the full answer), errors, throughput / ``/healthz``, and the
+server process's CPU time per request over the case (from ``/proc``: on a machine shared with
+other jobs the wall-clock numbers mostly measure the others, CPU time much less so).
 Goals (issue 12): 15+1 reads >= 0.8 x read-only, read p99 <= 10 ms, write p99 <= 20 ms; 90/10
 total >= 0.6 x ``/healthz``, p99 <= 15 ms. Writes ``bench/results/mixed-load-<label>.md``.
 """
@@ -33,7 +35,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.common import (
@@ -114,10 +116,18 @@ class Run:
     errors: int
     writes: int
     reads: int
+    server_cpu_us: float = 0.0
+    """The server's CPU time per request of the whole case (every wrk of it together)."""
 
     @property
     def throughput(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -216,7 +226,11 @@ def run_store(
         with service:
             for case, jobs in cases(files, seed):
                 wrk_together(service.url, WARM_UP_S, jobs)
+                cpu_before = process_cpu_s(service.pid)
                 runs = wrk_together(service.url, seconds, jobs)
+                cpu_us = (process_cpu_s(service.pid) - cpu_before) * 1e6
+                requests = sum(run.requests for run in runs)
+                runs = [replace(run, server_cpu_us=cpu_us / max(requests, 1)) for run in runs]
                 for run in runs:
                     logger.info(
                         "%s %s %s: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %d errors, %d writes",
@@ -268,10 +282,11 @@ def table(results: list[tuple[str, list[Run]]]) -> str:
                     f"{run.p50_ms:.2f}",
                     f"{run.p99_ms:.2f}",
                     ratios,
+                    f"{run.server_cpu_us:,.0f}",
                 ]
             )
     headers = ["case", "wrk", "requests", "of them writes", "errors", "req/s", "p50 ms", "p99 ms"]
-    return markdown_table([*headers, "req/s / healthz"], rows)
+    return markdown_table([*headers, "req/s / healthz", "server CPU us / request"], rows)
 
 
 def goals(results: list[tuple[str, list[Run]]]) -> str:

@@ -40,10 +40,11 @@ import numpy as np
 from bench.common import REPO_ROOT, RESULTS_DIR, bench_service, markdown_table, setup_logging
 from bench.common import write_report as write_markdown
 from bench.harness import ServiceProcess
+from bench.mixed_load import process_cpu_s
 from bench.wrk_load import CLIENT_CPU, SERVER_CPU, recommend_script, wrk_phase
 from bundle import Bundle, read_bundle, resolve, write_bundle
 from service.config import load_settings
-from service.index import build_index
+from service.index import ItemIndex, build_index
 from service.index_files import index_kind, load_index
 
 logger = logging.getLogger(__name__)
@@ -158,11 +159,29 @@ def start_pinned_with_timeout(service: ServiceProcess) -> None:
         os.sched_setaffinity(0, own_cpus)
 
 
-def recall_at(
-    bundle: Bundle, directory: Path, queries: int, k: int, seed: int
-) -> tuple[str, float, float]:
-    """(kind, recall@k of the served search, of the bare FAISS index) vs exact search; the
-    served index is the one the service saved beside the bundle (built if absent)."""
+@dataclass(frozen=True)
+class Recall:
+    kind: str
+    served: float
+    bare: float
+    served_cpu_us: float
+    exact_cpu_us: float
+
+
+def _cpu_us_per_query(
+    index: ItemIndex, vectors: np.ndarray, excludes: list[np.ndarray], k: int
+) -> float:
+    """CPU time (this process, one thread) per single-query search, in microseconds."""
+    started = time.process_time()
+    for row in range(len(vectors)):
+        index.search(vectors[row : row + 1], k, [excludes[row]])
+    return (time.process_time() - started) / len(vectors) * 1e6
+
+
+def recall_at(bundle: Bundle, directory: Path, queries: int, k: int, seed: int) -> Recall:
+    """Recall@k of the served search and of the bare FAISS index against exact search, and
+    the CPU time of one served and one exact search; the served index is the one the service
+    saved beside the bundle (built if absent)."""
     settings = load_settings(allow_open_writes=True)
     kind = index_kind(settings, bundle.n_items)
     rng = np.random.default_rng(seed)
@@ -182,7 +201,13 @@ def recall_at(
         )
         return hits / truth.size
 
-    return kind, overlap(served.items, exact.items), overlap(bare, exact_plain.items)
+    return Recall(
+        kind,
+        overlap(served.items, exact.items),
+        overlap(bare, exact_plain.items),
+        _cpu_us_per_query(served_index, vectors, excludes, k),
+        _cpu_us_per_query(exact_index, vectors[:100], excludes[:100], k),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,6 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--recall-queries", type=int, default=1_000)
+    parser.add_argument(
+        "--reuse-index",
+        action="store_true",
+        help="keep a saved index (the first start then loads it too)",
+    )
     parser.add_argument("--tiktok", type=Path, default=None, help="also measure this bundle's RSS")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "scale-service.md")
     args = parser.parse_args(argv)
@@ -205,8 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not {SERVER_CPU, CLIENT_CPU} <= os.sched_getaffinity(0):
         parser.error(f"needs CPUs {SERVER_CPU} and {CLIENT_CPU}")
     directory = ensure_bundle(args)
-    for saved in directory.glob("index-*.faiss"):
-        saved.unlink()  # the first start below builds and saves the index afresh
+    if not args.reuse_index:
+        for saved in directory.glob("index-*.faiss"):
+            saved.unlink()  # the first start below builds and saves the index afresh
     sections = [run_scale(directory, args)]
     if args.tiktok is not None:
         sections.append(tiktok_rss(args.tiktok))
@@ -224,7 +255,10 @@ def run_scale(directory: Path, args: argparse.Namespace) -> str:
         sample = rng.choice(args.users, size=min(100_000, args.users), replace=False)
         users.write_text("\n".join(f"u{user}" for user in sample) + "\n")
         starts = []
-        for attempt in ("first start (index built and saved)", "second start (index loaded)"):
+        first = "first start (index " + (
+            "loaded: --reuse-index)" if args.reuse_index else "built and saved)"
+        )
+        for attempt in (first, "second start (index loaded)"):
             service = bench_service(
                 directory, Path(tmp) / "store.sqlite3", Path(tmp) / "service.log", settings=settings
             )
@@ -236,14 +270,19 @@ def run_scale(directory: Path, args: argparse.Namespace) -> str:
                     script = recommend_script(users, args.seed)
                     url = f"{service.url}/recommend"
                     wrk_phase("warm-up", url, args.connections, 3, script)
+                    cpu = process_cpu_s(service.pid)
                     health = wrk_phase("healthz", f"{service.url}/healthz", args.connections, 5, "")
+                    cpu_health = process_cpu_s(service.pid) - cpu
+                    cpu = process_cpu_s(service.pid)
                     load = wrk_phase("recommend", url, args.connections, args.seconds, script)
+                    cpu_load = process_cpu_s(service.pid) - cpu
                     after_rss = rss_mb(service.pid)
             else:
                 service.stop()
         log_tail = (Path(tmp) / "service.log").read_text(encoding="utf-8")[-1500:]
     bundle = read_bundle(directory)
-    kind, recall, bare = recall_at(bundle, directory, args.recall_queries, 20, args.seed)
+    recall = recall_at(bundle, directory, args.recall_queries, 20, args.seed)
+    kind = recall.kind
     for attempt, start in starts:
         rows.append([attempt, f"{start.seconds:.1f}", f"{start.rss_mb:,.0f}"])
     settings_used = load_settings(allow_open_writes=True)
@@ -260,23 +299,27 @@ def run_scale(directory: Path, args: argparse.Namespace) -> str:
     )
     start_table = markdown_table(["start", "spawn to /readyz s", "worker RSS MB"], rows)
     load_table = markdown_table(
-        ["endpoint", "requests", "errors", "req/s", "p50 ms", "p99 ms"],
+        ["endpoint", "requests", "errors", "req/s", "p50 ms", "p99 ms", "server CPU us / request"],
         [
             [
-                s.name,
-                s.requests,
-                s.errors,
-                f"{s.throughput:,.0f}",
-                f"{s.p50_ms:.2f}",
-                f"{s.p99_ms:.2f}",
+                stats.name,
+                stats.requests,
+                stats.errors,
+                f"{stats.throughput:,.0f}",
+                f"{stats.p50_ms:.2f}",
+                f"{stats.p99_ms:.2f}",
+                f"{cpu_s * 1e6 / max(stats.requests, 1):,.0f}",
             ]
-            for s in (health, load)
+            for stats, cpu_s in ((health, cpu_health), (load, cpu_load))
         ],
     )
     recall_text = (
         f"Recall@20 against exact search over {args.recall_queries:,} random users: served "
         f"search (`{kind}`, training items excluded, exact fallback on near-ties) "
-        f"**{recall:.4f}**; the bare FAISS index (no exclusions) {bare:.4f}."
+        f"**{recall.served:.4f}**; the bare FAISS index (no exclusions) {recall.bare:.4f}. "
+        f"CPU time of one search in this process (k=20, the user's training items excluded): "
+        f"{recall.served_cpu_us:,.0f} us served ({kind}), {recall.exact_cpu_us:,.0f} us exact "
+        "(CPU time, so less disturbed by the other jobs than the wall-clock numbers above)."
     )
     return "\n\n".join(
         [
