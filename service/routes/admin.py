@@ -42,14 +42,16 @@ def confined(path: Path, root: Path) -> Path:
     """The bundle directory ``path`` names (relative paths are read from ``root``), all symlinks
     resolved; a 422 when it, or the version its ``LATEST`` names, lies outside ``root``."""
     real_root = root.resolve()
-    target = (root / path).resolve()
-    if target.is_relative_to(real_root):
-        try:
-            target = resolve(target).resolve()
-        except BundleError as exc:
-            raise _path_error(str(exc)) from None
+    try:
+        target = (root / path).resolve()
         if target.is_relative_to(real_root):
-            return target
+            target = resolve(target).resolve()
+            if target.is_relative_to(real_root):
+                return target
+    except BundleError as exc:
+        raise _path_error(str(exc)) from None
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long for the file system
+        raise _path_error(f"path cannot be read: {exc}") from None
     raise _path_error(
         f"{path} is outside the models root {root} (the models_root setting); "
         "only bundles under it can be loaded"

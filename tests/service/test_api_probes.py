@@ -231,6 +231,15 @@ def test_reload_outside_the_models_root_is_422(
     assert client.get("/readyz").json()["model_version"] == "test-v1"
 
 
+@pytest.mark.parametrize("path", ["a\u0000b", "x" * 5000])
+def test_reload_of_an_unusable_path_is_422(client: TestClient, path: str) -> None:
+    response = client.post("/admin/reload", json={"path": path}, headers=AUTH)
+
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "path"] and "path cannot be read" in error["msg"]
+
+
 def test_reload_of_a_path_relative_to_the_models_root(client: TestClient, models: Path) -> None:
     write_random_bundle(models / "next", seed=6, version="next-v1")
 
