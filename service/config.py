@@ -67,8 +67,9 @@ class Settings(BaseSettings):
         100,
         ge=0,
         description=(
-            "Items per bundle user kept from their first request on (exact; 12 bytes each; "
-            "0 = off): a user who posted nothing is then answered without a search."
+            "Items per bundle user kept (exact; 12 bytes each; 0 = off), computed at load for a "
+            "small bundle, else on the user's first request: a user who posted nothing is then "
+            "answered without a search."
         ),
     )
     toplist_cache_users: int = Field(

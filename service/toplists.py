@@ -1,18 +1,20 @@
-"""Bundle users' top items over the bundle's own vectors, computed on first use and kept (LRU).
+"""Bundle users' top items over the bundle's own vectors, kept per user (LRU).
 
 A bundle user who has posted nothing keeps the bundle's vector, and the bundle's item vectors
 never change either (online changes live in the item overlay), so that user's ranking of the
-non-overlaid items is a pure function of the loaded bundle. :class:`TopLists` computes it the
-first time the user is asked for, with the same :class:`~service.index.ItemIndex` search that
-serves requests (training items excluded, float64 scores, ties by the lower item index),
-``depth`` items, and keeps it for the ``cache_users`` most recently asked users. A request then
-takes the first ``k`` entries that are not overlaid and merges them with the overlaid items'
-exact scores: the same answer as a live search, and from the second request on without one.
+non-overlaid items is a pure function of the loaded bundle. :class:`TopLists` computes it with
+the same :class:`~service.index.ItemIndex` search that serves requests (training items
+excluded, float64 scores, ties by the lower item index), ``depth`` items, the first time the
+user is asked for, and keeps it for the ``cache_users`` most recently asked users. A request
+then takes the first ``k`` entries that are not overlaid and merges them with the overlaid
+items' exact scores: the same answer as a live search, and from then on without one.
 
-Nothing is computed at load, so start-up does not grow with users x items (precomputing every
-list of a 1M-user, 200k-item bundle took over 300 s). Memory: 12 bytes per entry (int32 item,
-float64 score) plus ~200 bytes per kept user: 26 MB for 20,000 users at depth 100. A list
-cannot answer a query that needs more than it holds; the caller then searches.
+Only a small bundle's lists are all computed at load (at most ``EAGER_MAX_SCORES`` user-item
+scores, every user within ``cache_users``); a big one's are not, so start-up does not grow with
+users x items (precomputing every list of a 1M-user, 200k-item bundle took over 300 s).
+Memory: 12 bytes per entry (int32 item, float64 score) plus ~200 bytes per kept user: 26 MB for
+20,000 users at depth 100. A list cannot answer a query that needs more than it holds; the
+caller then searches.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ import numpy as np
 from service.index import MISSING_ITEM, ItemIndex, is_member
 
 DEFAULT_CACHE_USERS = 20_000
+EAGER_MAX_SCORES = 10**8
+"""Largest users x items whose lists are all computed at load (when every user fits the cache):
+tiktok's 9,308 x 6,710 (6.2e7 scores) take about a second, and a first request per user then
+costs what a later one does; a bigger bundle computes each list on its user's first request."""
+BATCH_USERS = 512
+"""Users searched per index call when the lists are computed at load."""
 
 
 class TopLists:
@@ -61,6 +69,24 @@ class TopLists:
         self._indptr, self._indices = indptr, indices
         self._lists: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
+        if n_users <= cache_users and n_users * index.size <= EAGER_MAX_SCORES:
+            self._fill(n_users)
+
+    def _fill(self, n_users: int) -> None:
+        """Compute every user's list now, ``BATCH_USERS`` per index call."""
+        for start in range(0, n_users, BATCH_USERS):
+            rows = range(start, min(start + BATCH_USERS, n_users))
+            excludes = [
+                self._indices[self._indptr[row] : self._indptr[row + 1]].astype(np.int64)
+                for row in rows
+            ]
+            found = self._index.search(self._users[rows.start : rows.stop], self.depth, excludes)
+            for position, row in enumerate(rows):
+                items = found.items[position].astype(np.int32)
+                scores = found.scores[position].copy()
+                items.flags.writeable = False
+                scores.flags.writeable = False
+                self._lists[row] = (items, scores)
 
     def __len__(self) -> int:
         """Number of users whose lists are kept now."""

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service import toplists
 from service.config import Settings, load_settings
 from service.index import build_index
 from service.recommender import Recommender, RecommendQuery
@@ -85,7 +86,7 @@ def test_lists_are_computed_on_first_use_and_the_least_recent_dropped() -> None:
         depth=10,
         cache_users=4,
     )
-    assert len(lists) == 0
+    assert len(lists) == 0, "30 users do not fit a cache of 4: nothing is computed at load"
     first = lists.entries(0)
     for row in range(1, 30):
         lists.entries(row)
@@ -101,6 +102,22 @@ def test_lists_are_computed_on_first_use_and_the_least_recent_dropped() -> None:
     )
     np.testing.assert_array_equal(again[0], items)
     np.testing.assert_allclose(again[1], scores, rtol=0, atol=1e-12)
+
+
+def test_a_small_bundles_lists_are_all_computed_at_load_as_they_would_be_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bundle = random_bundle(n_users=30, n_items=50, seed=6)
+    index = build_index(bundle.item_embeddings, "exact", SETTINGS)
+    args = (index, bundle.user_embeddings, bundle.train_indptr, bundle.train_indices, 10)
+    eager = TopLists(*args)
+    monkeypatch.setattr(toplists, "EAGER_MAX_SCORES", 30 * 50 - 1)
+    lazy = TopLists(*args)
+
+    assert len(eager) == 30 and len(lazy) == 0
+    for row in range(30):
+        np.testing.assert_array_equal(eager.entries(row)[0], lazy.entries(row)[0])
+        np.testing.assert_allclose(eager.entries(row)[1], lazy.entries(row)[1], rtol=0, atol=1e-12)
 
 
 def test_depth_must_be_positive() -> None:
