@@ -25,6 +25,8 @@ SERVICE_COMMAND: tuple[str, ...] = (
     "uvicorn",
     "service.main:create_app",
     "--factory",
+    "--http",
+    "service.http:BoundedHttpProtocol",
     "--host",
     "0.0.0.0",
     "--port",

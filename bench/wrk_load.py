@@ -10,7 +10,8 @@ and the client costs it nothing. Phases, each after a warm-up, ``--rounds`` time
 that drift hits every endpoint alike:
 
 - before any write: ``GET /healthz`` and ``POST /recommend`` for random bundle users (k=20,
-  exclude_seen), answered from the precomputed lists (:mod:`service.toplists`);
+  exclude_seen), answered from the per-user lists (:mod:`service.toplists`, kept from a
+  user's first request);
 - then ``POSTERS`` users post one interaction each (about as many items get an overlay), and
   again ``GET /healthz``, ``POST /recommend`` for users who did not post (their list, with every
   overlaid item scored and merged) and for users who posted (the vector folded from the log,
@@ -303,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Bundle `{read_bundle(bundle).model_version}`, embedded SQLite store, one uvicorn "
         f"worker pinned to CPU {SERVER_CPU}; wrk (1 thread, {args.connections} keep-alive "
         f"connections, closed loop, {args.seconds:g} s per phase) pinned to CPU {CLIENT_CPU}. "
-        f"{cache} Before any write, `/recommend` is computed from the precomputed lists; "
+        f"{cache} Before any write, `/recommend` is computed from the per-user lists; "
         f"after {POSTERS} users posted, users who did not post still are (with every overlaid "
         "item scored and merged), users who posted fold their vector from the log and search "
         "the index. Goals: recommend/healthz >= 0.8, /recommend p99 <= 10 ms."

@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -174,6 +176,9 @@ def validate(bundle: Bundle) -> None:
     if users.shape[1] != items.shape[1]:
         raise BundleError(f"{EMBEDDINGS}: user dim {users.shape[1]} != item dim {items.shape[1]}")
     indptr, indices = bundle.train_indptr, bundle.train_indices
+    for name, array in (("indptr", indptr), ("indices", indices)):
+        if array.dtype.kind not in "iu":
+            raise BundleError(f"{INTERACTIONS}: {name} must be integers, got {array.dtype}")
     if indptr.ndim != 1 or indptr.shape[0] != users.shape[0] + 1:
         raise BundleError(
             f"{INTERACTIONS}: indptr has shape {indptr.shape}, expected ({users.shape[0] + 1},)"
@@ -310,6 +315,31 @@ def resolve(path: Path) -> Path:
     raise BundleError(f"{path}: neither a bundle (no {MANIFEST}) nor a models root (no {LATEST})")
 
 
+def _freeze(array: np.ndarray) -> None:
+    """Make ``array`` and every array it views read-only."""
+    view: Any = array
+    while isinstance(view, np.ndarray):
+        view.flags.writeable = False
+        view = view.base
+
+
+def frozen(array: np.ndarray) -> np.ndarray:
+    """``array`` itself when it is C-contiguous and nothing can modify it (it and every array
+    it views are read-only, as :func:`read_bundle` loads them), else a read-only copy.
+
+    Readers of a bundle keep its arrays through this instead of copying them: one copy in
+    memory, however many hold it.
+    """
+    view: Any = array
+    while isinstance(view, np.ndarray) and not view.flags.writeable:
+        view = view.base
+    if view is None and array.flags.c_contiguous:
+        return array
+    copy = np.array(array, order="C", copy=True)
+    copy.flags.writeable = False
+    return copy
+
+
 def _load_npz(path: Path, keys: Sequence[str] | None) -> dict[str, np.ndarray]:
     """The arrays ``keys`` (all of them when ``None``) of the ``.npz`` at ``path``."""
     try:
@@ -318,11 +348,14 @@ def _load_npz(path: Path, keys: Sequence[str] | None) -> dict[str, np.ndarray]:
             missing = [key for key in keys if key not in archive.files]
             if missing:
                 raise BundleError(f"{path.name}: missing arrays {missing}")
-            return {key: archive[key] for key in keys}
-    except (OSError, ValueError, EOFError) as exc:
+            arrays = {key: archive[key] for key in keys}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         if isinstance(exc, BundleError):
             raise
         raise BundleError(f"{path.name}: unreadable ({exc})") from exc
+    for array in arrays.values():
+        _freeze(array)
+    return arrays
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:
@@ -387,7 +420,7 @@ def read_bundle(path: Path) -> Bundle:
     try:
         ids = json.loads((directory / IDS).read_text(encoding="utf-8"))
         user_ids, item_ids = ids["users"], ids["items"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(
             f"{directory / IDS}: expected {{'users': [...], 'items': [...]}}"
         ) from exc

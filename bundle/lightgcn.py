@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 
-PROPAGATION_BLOCK = 1 << 16
-"""Training entries propagated per step of :func:`propagate_to_users` (bounds its memory)."""
+PROPAGATION_BLOCK = 1 << 12
+"""Training entries propagated per step of :func:`propagate_to_users`: bounds its memory (~2 MB
+per float64 temporary at dim 64; 1 << 16 left 50 MB of freed heap in a tiktok worker's RSS)."""
 
 
 def fold_in_user(

@@ -39,7 +39,7 @@ export PROMPTMM_API_KEY="${PROMPTMM_API_KEY:-demo-$("$PY" -c 'import secrets; pr
 export PROMPTMM_DEMO=true PROMPTMM_LOG_FORMAT="${PROMPTMM_LOG_FORMAT:-text}"
 
 echo "==> serving models/$NAME on http://127.0.0.1:$PORT (embedded SQLite store $PROMPTMM_STORE_PATH)"
-"$PY" -m uvicorn service.main:create_app --factory --host 127.0.0.1 --port "$PORT" \
+"$PY" -m uvicorn service.main:create_app --factory --http service.http:BoundedHttpProtocol --host 127.0.0.1 --port "$PORT" \
   --log-level warning &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT

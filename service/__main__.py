@@ -1,4 +1,5 @@
-"""``python -m service [--host H] [--port P] [--workers N]``: serve the app with uvicorn."""
+"""``python -m service [--host H] [--port P] [--workers N]``: serve the app with uvicorn
+(with :class:`service.http.BoundedHttpProtocol`: bounded request heads and timeouts)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     uvicorn.run(
         "service.main:create_app",
         factory=True,
+        http="service.http:BoundedHttpProtocol",
         host=args.host,
         port=args.port,
         workers=args.workers,

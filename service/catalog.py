@@ -12,15 +12,13 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from bundle import Bundle
+from bundle import Bundle, frozen
 from service.index import MISSING_ITEM
 
 
 def read_only(array: np.ndarray) -> np.ndarray:
-    """A contiguous read-only copy of ``array``."""
-    array = np.ascontiguousarray(array).copy()
-    array.flags.writeable = False
-    return array
+    """``array`` itself when nothing can modify it (a loaded bundle's), else a read-only copy."""
+    return frozen(array)
 
 
 NO_ITEMS = read_only(np.empty(0, dtype=np.int64))

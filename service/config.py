@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     FilePath,
     SecretStr,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,11 +22,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from service.finetune import FinetuneSetting
 from service.logs import LogFormat
 
+MIN_API_KEY_LENGTH = 16
+
 
 class Settings(BaseSettings):
     """Runtime configuration of the recommendation service."""
 
-    model_config = SettingsConfigDict(env_prefix="PROMPTMM_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="PROMPTMM_", extra="ignore", hide_input_in_errors=True
+    )
 
     bundle_path: Path = Field(
         Path("models/tiktok"),
@@ -50,8 +55,22 @@ class Settings(BaseSettings):
     allow_open_writes: bool = Field(
         False, description="Start without an API key, leaving writes open (development only)."
     )
-    index_kind: Literal["exact", "hnsw", "ivf"] = Field(
-        "exact", description="FAISS index: exact inner product, or approximate (hnsw, ivf)."
+    index_kind: Literal["auto", "exact", "hnsw", "ivf"] = Field(
+        "auto",
+        description=(
+            "FAISS index: exact inner product, approximate (hnsw, ivf), or auto: exact up to "
+            "exact_max_items items, hnsw above."
+        ),
+    )
+    exact_max_items: int = Field(
+        50_000, ge=1, description="Largest catalog the auto index_kind searches exactly."
+    )
+    save_index: bool = Field(
+        True,
+        description=(
+            "Save a built hnsw/ivf index beside the bundle (when writable) and load it at the "
+            "next start instead of building it again."
+        ),
     )
     search_threads: int = Field(
         1, ge=1, le=256, description="FAISS threads per process (one request = one small search)."
@@ -60,9 +79,15 @@ class Settings(BaseSettings):
         100,
         ge=0,
         description=(
-            "Items per user precomputed at load for the bundle's users (exact; 12 bytes each; "
-            "0 = off): a user who posted nothing is answered without a search."
+            "Items per bundle user kept (exact; 12 bytes each; 0 = off), computed at load for a "
+            "small bundle, else on the user's first request: a user who posted nothing is then "
+            "answered without a search."
         ),
+    )
+    toplist_cache_users: int = Field(
+        20_000,
+        ge=1,
+        description="Most bundle users whose precompute_depth lists are kept (LRU).",
     )
     response_cache_mb: int = Field(
         64,
@@ -73,6 +98,9 @@ class Settings(BaseSettings):
         ),
     )
     hnsw_m: int = Field(32, ge=4, le=256, description="HNSW graph degree.")
+    hnsw_ef_construction: int = Field(
+        80, ge=1, description="HNSW build breadth (part of a saved index's name)."
+    )
     hnsw_ef_search: int = Field(128, ge=1, description="HNSW search breadth.")
     ivf_nlist: int = Field(64, ge=1, description="IVF cells.")
     ivf_nprobe: int = Field(16, ge=1, description="IVF cells probed per query.")
@@ -83,6 +111,24 @@ class Settings(BaseSettings):
     max_batch: int = Field(256, ge=1, description="Most users/events in one batch request.")
     max_items_per_event: int = Field(1000, ge=1, description="Most item_ids in one event.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body.")
+    max_header_bytes: int = Field(
+        16_384,
+        ge=1024,
+        description=(
+            "Largest request line plus headers (431 above; served by service.http's protocol)."
+        ),
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Seconds a connection may take to send a complete request head, from its opening "
+            "or the previous response (then closed; service.http's protocol)."
+        ),
+    )
+    keep_alive_s: int = Field(
+        5, ge=1, description="Seconds an idle keep-alive connection is kept open."
+    )
     finetune_method: FinetuneSetting = Field(
         "auto",
         description=(
@@ -137,6 +183,26 @@ class Settings(BaseSettings):
             "served for the served catalog's items only."
         ),
     )
+
+    models_root: Path | None = Field(
+        None,
+        description=(
+            "Directory /admin/reload may load bundles from (anything outside, symlinks "
+            "resolved, is refused); default: bundle_path when it is a models root, else its "
+            "parent."
+        ),
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_is_long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value()) < MIN_API_KEY_LENGTH:
+            raise ValueError(
+                f"PROMPTMM_API_KEY has {len(key.get_secret_value())} characters; it must have "
+                f"at least {MIN_API_KEY_LENGTH} (e.g. python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')"
+            )
+        return key
 
     @model_validator(mode="after")
     def _writes_need_a_key(self) -> Settings:

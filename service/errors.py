@@ -7,11 +7,14 @@ JSON responses, so routes stay thin. A 422 body has FastAPI's shape,
 
 from __future__ import annotations
 
+import json
 import logging
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from bundle import BundleError
@@ -20,6 +23,9 @@ from service.store.base import StoreError
 logger = logging.getLogger(__name__)
 
 Loc = tuple[str | int, ...]
+STORE_UNAVAILABLE = "store unavailable (the reason is in the service's log)"
+LOGGED_ERRORS = 3
+"""Validation errors named in the one log line of a 422."""
 
 
 def error_entry(
@@ -95,15 +101,54 @@ async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _renderable(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``errors`` as JSON-safe data; without their ``input`` when that cannot be JSON."""
+    try:
+        encoded: list[dict[str, Any]] = jsonable_encoder(errors)
+        json.dumps(encoded, allow_nan=False)
+    except ValueError:
+        bare: list[dict[str, Any]] = jsonable_encoder(
+            [{key: value for key, value in error.items() if key != "input"} for error in errors]
+        )
+        return bare
+    return encoded
+
+
+def _precise(error: dict[str, Any]) -> dict[str, Any]:
+    """A validation error whose message says what was wrong (not just "JSON decode error")."""
+    reason = error.get("ctx", {}).get("error") if error.get("type") == "json_invalid" else None
+    return {**error, "msg": f"JSON decode error: {reason}"} if reason else error
+
+
+async def _validation_failed(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 for a body it could not parse or validate, always renderable, logged once."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [_precise(dict(error)) for error in exc.errors()]
+    logger.info(
+        "422 %s %s: %s",
+        request.method,
+        request.url.path,
+        "; ".join(
+            f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg')}"
+            for error in errors[:LOGGED_ERRORS]
+        )
+        + (f" (and {len(errors) - LOGGED_ERRORS} more)" if len(errors) > LOGGED_ERRORS else ""),
+    )
+    return JSONResponse(
+        status_code=HTTPStatus.UNPROCESSABLE_ENTITY, content={"detail": _renderable(errors)}
+    )
+
+
 async def _unknown_user(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=HTTPStatus.NOT_FOUND, content={"detail": str(exc)})
 
 
 async def _store_error(_request: Request, exc: Exception) -> JSONResponse:
+    """503 without the store's error, which names its address (a Redis URL); that is logged."""
     logger.error("store error: %s", exc)
     return JSONResponse(
         status_code=HTTPStatus.SERVICE_UNAVAILABLE,
-        content={"detail": f"store unavailable: {exc}"},
+        content={"detail": STORE_UNAVAILABLE},
     )
 
 
@@ -116,6 +161,7 @@ async def _bundle_error(_request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the JSON answers of the service's domain errors on ``app``."""
+    app.add_exception_handler(RequestValidationError, _validation_failed)
     app.add_exception_handler(InvalidRequestError, _invalid_request)
     app.add_exception_handler(UnknownUserError, _unknown_user)
     app.add_exception_handler(StoreError, _store_error)

@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import faiss
 import numpy as np
 
+from bundle import frozen
 from service.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,11 @@ class ItemIndex:
         self._max_norm = float(np.linalg.norm(item_embeddings, axis=1).max(initial=0.0))
         self._index = index
         self.kind: IndexKind = kind
+
+    @property
+    def faiss_index(self) -> faiss.Index:
+        """The FAISS index searched (to save it; never modify it)."""
+        return self._index
 
     @property
     def size(self) -> int:
@@ -185,7 +191,7 @@ def _faiss_index(items: np.ndarray, kind: IndexKind, settings: Settings) -> fais
         index = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = settings.hnsw_ef_search
+        index.hnsw.efConstruction = settings.hnsw_ef_construction
     elif kind == "ivf":
         nlist = max(1, min(settings.ivf_nlist, items.shape[0] // IVF_POINTS_PER_CELL))
         if nlist < settings.ivf_nlist:
@@ -195,25 +201,44 @@ def _faiss_index(items: np.ndarray, kind: IndexKind, settings: Settings) -> fais
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.train(items)
-        index.nprobe = min(settings.ivf_nprobe, nlist)
     else:
         raise ValueError(f"unknown index kind {kind!r}; expected 'exact', 'hnsw' or 'ivf'")
     index.add(items)
     return index
 
 
-def build_index(item_embeddings: np.ndarray, kind: IndexKind, settings: Settings) -> ItemIndex:
-    """Index ``item_embeddings`` (n_items, dim) float32 for inner-product top-k search.
-
-    The matrix is copied once and made read-only, so no request can modify it. FAISS's
-    OpenMP pool is set to ``settings.search_threads`` for the process (one request is one
-    small search: more threads only spin against the other workers and the event loop).
-    """
-    faiss.omp_set_num_threads(settings.search_threads)
+def _frozen_items(item_embeddings: np.ndarray) -> np.ndarray:
+    """``item_embeddings`` as a read-only C-contiguous float32 array (see :func:`frozen`)."""
     if item_embeddings.ndim != 2 or item_embeddings.shape[0] == 0:
         raise ValueError(
             f"item_embeddings must be a non-empty (n_items, dim) array, got {item_embeddings.shape}"
         )
-    items = np.ascontiguousarray(item_embeddings, dtype=np.float32).copy()
-    items.flags.writeable = False
-    return ItemIndex(items, _faiss_index(items, kind, settings), kind)
+    return frozen(np.asarray(item_embeddings, dtype=np.float32))
+
+
+def wrap_index(
+    item_embeddings: np.ndarray, index: faiss.Index, kind: IndexKind, settings: Settings
+) -> ItemIndex:
+    """An :class:`ItemIndex` over a built (or loaded) FAISS ``index`` of ``item_embeddings``,
+    with the search-time settings (HNSW search breadth, IVF cells probed) applied."""
+    faiss.omp_set_num_threads(settings.search_threads)
+    if kind == "hnsw":
+        hnsw: Any = faiss.downcast_index(index)
+        hnsw.hnsw.efSearch = settings.hnsw_ef_search
+    elif kind == "ivf":
+        ivf = faiss.extract_index_ivf(index)
+        ivf.nprobe = min(settings.ivf_nprobe, ivf.nlist)
+    return ItemIndex(_frozen_items(item_embeddings), index, kind)
+
+
+def build_index(item_embeddings: np.ndarray, kind: IndexKind, settings: Settings) -> ItemIndex:
+    """Index ``item_embeddings`` (n_items, dim) float32 for inner-product top-k search.
+
+    The matrix is kept read-only (copied unless it already is read-only), so no request can
+    modify it. FAISS's OpenMP pool is set to ``settings.search_threads`` for the process (one
+    request is one small search: more threads only spin against the other workers and the
+    event loop).
+    """
+    faiss.omp_set_num_threads(settings.search_threads)
+    items = _frozen_items(item_embeddings)
+    return wrap_index(items, _faiss_index(items, kind, settings), kind, settings)

@@ -24,6 +24,7 @@ from service.observe import ObserveMiddleware
 from service.recommender import Recommender
 from service.routes import demo, routers
 from service.security import BodySizeLimitMiddleware
+from service.startup import OneLineStartupErrors
 from service.store import open_store
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         version="1",
         lifespan=_lifespan,
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
@@ -81,4 +83,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(demo.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics, access_log=settings.access_log)
+    app.add_middleware(OneLineStartupErrors)
     return app

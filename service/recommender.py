@@ -51,6 +51,7 @@ from service.config import Settings
 from service.errors import UnknownItemsError, UnknownUserError
 from service.finetune import FinetuneMethod, finetune_user, mean_square, resolve_method
 from service.index import ItemIndex, build_index, exact_scores, is_member
+from service.index_files import load_index
 from service.online import ItemsView, OnlineState, encode
 from service.overlay import ItemSide
 from service.response_cache import ResponseCache, Scope
@@ -143,6 +144,7 @@ class Recommender:
                 bundle.train_indptr,
                 bundle.train_indices,
                 settings.precompute_depth,
+                settings.toplist_cache_users,
             )
             if settings.precompute_depth
             else None
@@ -180,14 +182,14 @@ class Recommender:
         """Read the bundle at ``path`` (default: settings.bundle_path) and index its items."""
         bundle = read_bundle(path or settings.bundle_path)
         started = time.perf_counter()
-        index = build_index(bundle.item_embeddings, settings.index_kind, settings)
+        index = load_index(bundle, path or settings.bundle_path, settings)
         logger.info(
             "loaded %s: %d users, %d items, dim %d, %s index in %.2fs",
             bundle.model_version,
             bundle.n_users,
             bundle.n_items,
             bundle.dim,
-            settings.index_kind,
+            index.kind,
             time.perf_counter() - started,
         )
         return cls(bundle, index, store, settings, on_finetune)

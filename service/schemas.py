@@ -33,7 +33,10 @@ def _examples(*examples: dict[str, Any]) -> ConfigDict:
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields are refused, and values are not coerced (strict: ``true``
+    is not the integer 1, ``2.0`` is not 2, ``"yes"`` is not a boolean)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RecommendRequest(_Request):

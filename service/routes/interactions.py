@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from fastapi import APIRouter, Depends
 
 from service.errors import UnknownItemsError
+from service.jsonbody import StrictJSONRoute
 from service.recommender import Recommender
 from service.routes.deps import MetricsDep, RecommenderDep, SettingsDep, check_at_most
 from service.schemas import (
@@ -23,6 +24,7 @@ router = APIRouter(
     tags=["interactions"],
     dependencies=[Depends(require_api_key)],
     responses={401: {"description": "Missing or wrong X-API-Key."}},
+    route_class=StrictJSONRoute,
 )
 
 

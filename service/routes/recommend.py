@@ -21,6 +21,7 @@ rather than through dependencies, whose resolution cost a measurable share of th
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
@@ -30,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
+from service import jsonbody
 from service.config import Settings
 from service.metrics import Metrics
 from service.recommender import Recommendation, Recommender, RecommendQuery
@@ -42,7 +44,7 @@ from service.schemas import (
     RecommendResponse,
 )
 
-router = APIRouter(tags=["recommendations"])
+router = APIRouter(tags=["recommendations"], route_class=jsonbody.StrictJSONRoute)
 
 UNKNOWN_USER: dict[int | str, dict[str, Any]] = {
     404: {"description": 'Unknown user, when the unknown_user setting is "404".'}
@@ -63,10 +65,19 @@ RECOMMEND_BODY: dict[str, Any] = {
 
 
 def parse_body(model: type[Model], raw: bytes) -> Model:
-    """``raw`` validated as ``model``; a 422 shaped like FastAPI's (``loc`` from ``body``)."""
+    """``raw`` validated as ``model``; a 422 shaped like FastAPI's (``loc`` from ``body``).
+
+    A body that fails is parsed again by :func:`service.jsonbody.loads`, which names a
+    non-finite number or a byte that is not UTF-8 (pydantic-core reads ``NaN`` and ``1e999``).
+    """
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
+        try:
+            jsonbody.loads(raw)
+        except json.JSONDecodeError as bad:
+            invalid = {"type": "json_invalid", "loc": ("body", bad.pos), "msg": "JSON decode error"}
+            raise RequestValidationError([{**invalid, "ctx": {"error": bad.msg}}]) from None
         errors = [
             {**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)
         ]

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bundle import Bundle, BundleError, new_version, read_bundle, resolve, write_bundle
-from bundle.format import EMBEDDINGS, IDS, INTERACTIONS, LATEST, MANIFEST
+from bundle import Bundle, BundleError, frozen, new_version, read_bundle, resolve, write_bundle
+from bundle.format import EMBEDDINGS, IDS, INTERACTIONS, LATEST, MANIFEST, _sha256
 
 
 def make_bundle(n_users: int = 4, n_items: int = 6, dim: int = 3, seed: int = 0) -> Bundle:
@@ -71,6 +71,31 @@ def test_corrupted_file_is_rejected(tmp_path: Path, name: str) -> None:
         read_bundle(directory)
 
 
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (EMBEDDINGS, "embeddings.npz: unreadable (Bad CRC-32"),
+        (INTERACTIONS, "interactions.npz: unreadable (Bad CRC-32"),
+        (IDS, "ids.json: expected"),
+    ],
+)
+def test_corrupted_file_with_a_matching_checksum_is_a_bundle_error(
+    tmp_path: Path, name: str, message: str
+) -> None:
+    directory = write_bundle(make_bundle(), tmp_path)
+    path = directory / name
+    data = bytearray(path.read_bytes())
+    # The first array's first data byte (past its 128-byte .npy header), or the JSON's middle.
+    data[data.find(b"\x93NUMPY") + 128 if name != IDS else len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    manifest = json.loads((directory / MANIFEST).read_text())
+    manifest["files"][name]["sha256"] = _sha256(path)
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+
+    with pytest.raises(BundleError, match=re.escape(message)):
+        read_bundle(directory)
+
+
 def test_wrong_format_version_is_rejected(tmp_path: Path) -> None:
     directory = write_bundle(make_bundle(), tmp_path)
     manifest = json.loads((directory / MANIFEST).read_text())
@@ -102,6 +127,7 @@ def test_latest_pointing_nowhere_is_rejected(tmp_path: Path) -> None:
         ({"item_embeddings": np.zeros((6, 3), np.float64)}, "must be float32"),
         ({"item_embeddings": np.zeros((6, 2), np.float32)}, "user dim 3 != item dim 2"),
         ({"train_indices": np.array([0, 4, 1, 2, 9], np.int32)}, "out of range"),
+        ({"train_indices": np.array([0, 4, 1, 2, 3], np.float32)}, "indices must be integers"),
         ({"train_indptr": np.array([0, 2, 1, 3, 5], np.int64)}, "not a valid CSR"),
         ({"user_ids": ["a", "a", "b", "c"]}, "not unique"),
         ({"item_ids": ["x"]}, "items has 1 ids, expected 6"),
@@ -114,3 +140,17 @@ def test_inconsistent_bundle_is_refused_before_writing(
     with pytest.raises(BundleError, match=message):
         write_bundle(Bundle(**fields), tmp_path)
     assert not any(tmp_path.iterdir()), "nothing may be written for an invalid bundle"
+
+
+def test_a_read_bundles_arrays_are_frozen_and_shared_not_copied(tmp_path: Path) -> None:
+    bundle = read_bundle(write_bundle(make_bundle(), tmp_path))
+
+    for array in (bundle.user_embeddings, bundle.item_embeddings, bundle.train_indices):
+        assert not array.flags.writeable
+        assert frozen(array) is array
+    writable = np.ones((3, 2), dtype=np.float32)
+    copy = frozen(writable)
+    assert copy is not writable and not copy.flags.writeable
+    np.testing.assert_array_equal(copy, writable)
+    assert frozen(copy) is copy
+    assert frozen(writable[:, :1].view()) is not writable

@@ -36,9 +36,15 @@ from tests.deploy.settings_env import (
 )
 
 # Settings whose commented example in the template is the value used in the containers
-# (a container path, the compose Redis) rather than the service default.
+# (a container path, the compose Redis, the mounted models) rather than the service default.
 CONTAINER_EXAMPLES = frozenset(
-    {"PROMPTMM_STORE_PATH", "REDIS_URL", "PROMPTMM_DEMO_TITLES", "PROMPTMM_DEMO_IMAGES"}
+    {
+        "PROMPTMM_STORE_PATH",
+        "REDIS_URL",
+        "PROMPTMM_MODELS_ROOT",
+        "PROMPTMM_DEMO_TITLES",
+        "PROMPTMM_DEMO_IMAGES",
+    }
 )
 _ASSIGNMENT = re.compile(r"^(?P<commented>#)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
 
@@ -115,7 +121,7 @@ def test_compose_api_passes_every_setting_through() -> None:
 
 def test_compose_api_defaults_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     api = load_yaml(COMPOSE)["services"]["api"]
-    shell = {"PROMPTMM_API_KEY": "compose-key"}
+    shell = {"PROMPTMM_API_KEY": "compose-key-0123456789"}
     env = {
         name: interpolate(value, shell)
         for name, value in compose_environment(api).items()
@@ -124,7 +130,7 @@ def test_compose_api_defaults_are_valid_settings(monkeypatch: pytest.MonkeyPatch
     settings = _settings_from(env, monkeypatch)
     assert settings.redis_url, "compose must run the API on its Redis service"
     assert settings.api_key is not None
-    assert settings.api_key.get_secret_value() == "compose-key"
+    assert settings.api_key.get_secret_value() == "compose-key-0123456789"
 
 
 def test_compose_refuses_to_start_without_an_api_key() -> None:
@@ -166,7 +172,7 @@ def test_env_template_documents_every_setting_once_with_its_default() -> None:
 def test_env_template_set_values_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {name: value for name, value, commented, _ in _template_assignments() if not commented}
     assert env.get("PROMPTMM_API_KEY") == "", "the template must not ship a usable API key"
-    env["PROMPTMM_API_KEY"] = "template-key"
+    env["PROMPTMM_API_KEY"] = "template-key-0123456789"
     settings_names = setting_env_names()
     settings = _settings_from(
         {name: value for name, value in env.items() if name in settings_names}, monkeypatch
@@ -193,7 +199,7 @@ def test_dockerfile_env_sets_only_real_settings(monkeypatch: pytest.MonkeyPatch)
     assert {use.name for use in uses if use.role == "api"} >= {"PROMPTMM_BUNDLE_PATH"}
     assert env_problems(uses) == []
     api_env = {use.name: use.value or "" for use in uses if use.role == "api"}
-    settings = _settings_from({**api_env, "PROMPTMM_API_KEY": "image-key"}, monkeypatch)
+    settings = _settings_from({**api_env, "PROMPTMM_API_KEY": "image-key-0123456789"}, monkeypatch)
     assert settings.bundle_path.is_absolute()
     assert settings.store_path.is_absolute()
 

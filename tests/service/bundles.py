@@ -86,7 +86,7 @@ def write_random_bundle(root: Path, **kwargs: Any) -> Path:
     return write_bundle(random_bundle(**kwargs), root)
 
 
-API_KEY = "test-api-key"
+API_KEY = "test-api-key-0123456789"
 AUTH = {"X-API-Key": API_KEY}
 CONTRACT = [
     pytest.param((store, kind), id=f"{store}-{kind}")

@@ -60,18 +60,19 @@ def test_readyz_is_503_with_a_reason_when_the_store_does_not_answer(
     assert sqlite_client.get("/healthz").status_code == 200
 
 
-def test_a_store_failure_is_503_naming_the_store(
-    sqlite_client: TestClient, monkeypatch: pytest.MonkeyPatch
+def test_a_store_failure_is_503_and_the_reason_is_logged_not_answered(
+    sqlite_client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def unreachable(*_args: object) -> None:
-        raise StoreError("database is locked")
+        raise StoreError("Redis at redis://:***@db.internal:6379/0 is unreachable")
 
     monkeypatch.setattr(sqlite_client.app.state.store, "latest_revision", unreachable)  # type: ignore[attr-defined]
 
     response = sqlite_client.post("/recommend", json={"user_id": "1"})
 
     assert response.status_code == 503
-    assert response.json() == {"detail": "store unavailable: database is locked"}
+    assert response.json() == {"detail": "store unavailable (the reason is in the service's log)"}
+    assert "db.internal" in caplog.text
 
 
 def metric_lines(client: TestClient) -> list[str]:
@@ -162,7 +163,7 @@ def test_reload_of_a_bad_path_is_422_and_keeps_serving(
     sqlite_client: TestClient, tmp_path: Path
 ) -> None:
     response = sqlite_client.post(
-        "/admin/reload", json={"path": str(tmp_path / "missing")}, headers=AUTH
+        "/admin/reload", json={"path": str(tmp_path / "models" / "missing")}, headers=AUTH
     )
 
     assert response.status_code == 422
@@ -172,7 +173,7 @@ def test_reload_of_a_bad_path_is_422_and_keeps_serving(
 
 
 def test_reload_to_an_explicit_version_directory(sqlite_client: TestClient, tmp_path: Path) -> None:
-    other = write_random_bundle(tmp_path / "elsewhere", seed=3, version="other-v9")
+    other = write_random_bundle(tmp_path / "models" / "other", seed=3, version="other-v9")
 
     response = sqlite_client.post("/admin/reload", json={"path": str(other)}, headers=AUTH)
 

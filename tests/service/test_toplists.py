@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service import toplists
 from service.config import Settings, load_settings
 from service.index import build_index
 from service.recommender import Recommender, RecommendQuery
@@ -35,7 +36,7 @@ def test_top_equals_brute_force_without_the_hidden_items() -> None:
             bundle.item_embeddings, bundle.user_embeddings[row], 10, exclude
         )
         if found is None:
-            in_list = np.isin(lists._items[row], hidden).sum()
+            in_list = np.isin(lists.entries(row)[0], hidden).sum()
             assert 15 - in_list < 10, f"user {row}: a list with enough entries was refused"
             continue
         answered += 1
@@ -50,7 +51,7 @@ def test_top_refuses_when_the_hidden_items_leave_too_few() -> None:
     lists = TopLists(
         index, bundle.user_embeddings, bundle.train_indptr, bundle.train_indices, depth=6
     )
-    listed = np.sort(lists._items[0].astype(np.int64))
+    listed = np.sort(lists.entries(0)[0].astype(np.int64))
 
     assert lists.top(0, 6, np.empty(0, dtype=np.int64)) is not None
     assert lists.top(0, 5, listed[:1]) is not None
@@ -72,6 +73,51 @@ def test_a_complete_list_answers_fewer_than_k_when_the_catalog_runs_out() -> Non
     assert lists.depth == 12
     assert found is not None
     assert sorted(found[1].tolist()) == sorted(set(range(12)) - set(seen.tolist()) - set(hidden))
+
+
+def test_lists_are_computed_on_first_use_and_the_least_recent_dropped() -> None:
+    bundle = random_bundle(n_users=30, n_items=50, seed=5)
+    index = build_index(bundle.item_embeddings, "exact", SETTINGS)
+    lists = TopLists(
+        index,
+        bundle.user_embeddings,
+        bundle.train_indptr,
+        bundle.train_indices,
+        depth=10,
+        cache_users=4,
+    )
+    assert len(lists) == 0, "30 users do not fit a cache of 4: nothing is computed at load"
+    first = lists.entries(0)
+    for row in range(1, 30):
+        lists.entries(row)
+        assert len(lists) == min(row + 1, 4)
+
+    again = lists.entries(0)
+
+    assert again is not first, "user 0 was dropped after 29 newer users and computed again"
+    np.testing.assert_array_equal(again[0], first[0])
+    assert lists.entries(0) is again, "a kept list is not computed twice"
+    scores, items = brute_force(
+        bundle.item_embeddings, bundle.user_embeddings[0], 10, bundle.seen_items(0)
+    )
+    np.testing.assert_array_equal(again[0], items)
+    np.testing.assert_allclose(again[1], scores, rtol=0, atol=1e-12)
+
+
+def test_a_small_bundles_lists_are_all_computed_at_load_as_they_would_be_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bundle = random_bundle(n_users=30, n_items=50, seed=6)
+    index = build_index(bundle.item_embeddings, "exact", SETTINGS)
+    args = (index, bundle.user_embeddings, bundle.train_indptr, bundle.train_indices, 10)
+    eager = TopLists(*args)
+    monkeypatch.setattr(toplists, "EAGER_MAX_SCORES", 30 * 50 - 1)
+    lazy = TopLists(*args)
+
+    assert len(eager) == 30 and len(lazy) == 0
+    for row in range(30):
+        np.testing.assert_array_equal(eager.entries(row)[0], lazy.entries(row)[0])
+        np.testing.assert_allclose(eager.entries(row)[1], lazy.entries(row)[1], rtol=0, atol=1e-12)
 
 
 def test_depth_must_be_positive() -> None:
