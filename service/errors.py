@@ -121,19 +121,14 @@ def _precise(error: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _validation_failed(request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's 422 for a body it could not parse or validate, always renderable, logged once."""
+    """FastAPI's 422 for a body it could not parse or validate, always renderable; the reason
+    goes on the request's access line (:func:`service.logs.log_access`), its one log line."""
     assert isinstance(exc, RequestValidationError)
     errors = [_precise(dict(error)) for error in exc.errors()]
-    logger.info(
-        "422 %s %s: %s",
-        request.method,
-        request.url.path,
-        "; ".join(
-            f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg')}"
-            for error in errors[:LOGGED_ERRORS]
-        )
-        + (f" (and {len(errors) - LOGGED_ERRORS} more)" if len(errors) > LOGGED_ERRORS else ""),
-    )
+    request.state.error = "; ".join(
+        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg')}"
+        for error in errors[:LOGGED_ERRORS]
+    ) + (f" (and {len(errors) - LOGGED_ERRORS} more)" if len(errors) > LOGGED_ERRORS else "")
     return JSONResponse(
         status_code=HTTPStatus.UNPROCESSABLE_ENTITY, content={"detail": _renderable(errors)}
     )

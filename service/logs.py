@@ -3,7 +3,8 @@
 :func:`configure_logging` gives the root logger one stderr handler (JSON lines by
 ``python-json-logger``, or text) and routes uvicorn's own loggers through it, so that every
 line of the process has one shape. :func:`log_access` writes the access line of a request
-(``service.access``: method, path, status, latency in ms, the served model version) at INFO,
+(``service.access``: method, path, status, latency in ms, the served model version, and for a
+422 the reason its handler left in ``request.state.error``) at INFO,
 ERROR for a 5xx; every line logged while a request runs carries its ``request_id``
 (:data:`request_id_var`, set by :mod:`service.observe`).
 
@@ -118,20 +119,26 @@ def log_access(scope: Scope, status: int, seconds: float) -> None:
     recommender = getattr(scope["app"].state, "recommender", None)
     version = None if recommender is None else recommender.model_version
     method, path, latency_ms = scope["method"], request_path(scope), round(seconds * 1000, 3)
+    fields: dict[str, Any] = {
+        "method": method,
+        "path": path,
+        "status": status,
+        "latency_ms": latency_ms,
+        "model_version": version,
+    }
+    message, args = "%s %s %d %.3f ms %s", (method, path, status, latency_ms, version)
+    error = scope.get("state", {}).get("error")
+    if error is not None:
+        fields["error"] = error
+        message, args = message + ": %s", (*args, error)
     record = access_logger.makeRecord(
         access_logger.name,
         logging.ERROR if status >= 500 else logging.INFO,
         "",
         0,
-        "%s %s %d %.3f ms %s",
-        (method, path, status, latency_ms, version),
+        message,
+        args,
         None,
-        extra={
-            "method": method,
-            "path": path,
-            "status": status,
-            "latency_ms": latency_ms,
-            "model_version": version,
-        },
+        extra=fields,
     )
     access_logger.handle(record)
