@@ -79,7 +79,8 @@ def test_trainer_paths_follow_its_training_config(
     workdir = read_stages(DOCKERFILE)["trainer"].last("WORKDIR")
     assert workdir is not None
     models_in_image = (
-        PurePosixPath(workdir.args) / Path(config.run.models_dir).relative_to(REPO_ROOT).as_posix()
+        PurePosixPath(workdir.value[0])
+        / Path(config.run.models_dir).relative_to(REPO_ROOT).as_posix()
     )
     mounts = _mounts(trainer)
     api_source = _mounts(services["api"])["/models"][0]

@@ -22,17 +22,17 @@ CMD ["uvicorn", "app"]
 """
 
 
-def test_dockerfile_stages_args_and_continuations() -> None:
+def test_dockerfile_stages_args_and_env() -> None:
     build, run = parse_dockerfile(SAMPLE)
     assert (build.name, build.base) == ("build", "python:3.11-slim")
     assert (run.name, run.base) == ("run", "python:3.11-slim")
     assert build.env() == {"A": "1", "B": "two words"}
     assert run.env() == {"LEGACY": "some value"}
     (step,) = build.all("RUN")
-    assert step.args == "echo one && echo two"
-    assert step.line == 6
+    assert step.start_line == 6
     cmd = run.last("CMD")
-    assert cmd is not None and cmd.exec_form() == ["uvicorn", "app"]
+    assert cmd is not None and cmd.json and cmd.value == ("uvicorn", "app")
+    assert run.last("RUN") is None
 
 
 def test_dockerfile_errors_say_what_is_wrong() -> None:
@@ -40,8 +40,6 @@ def test_dockerfile_errors_say_what_is_wrong() -> None:
         parse_dockerfile("ARG X=1\n")
     with pytest.raises(ValueError, match="only ARG"):
         parse_dockerfile("RUN true\nFROM scratch\n")
-    with pytest.raises(ValueError, match="exec form"):
-        parse_dockerfile("FROM scratch\nCMD uvicorn app\n")[0].instructions[0].exec_form()
 
 
 @pytest.mark.parametrize(

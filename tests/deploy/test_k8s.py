@@ -79,7 +79,7 @@ def test_api_deployment_probes(by_kind: dict[tuple[str, str], dict[str, Any]]) -
     ports = {p["name"]: p["containerPort"] for p in api["ports"]}
     stage = read_stages(DOCKERFILE)["api"]
     expose = stage.last("EXPOSE")
-    assert expose is not None and ports["http"] == int(expose.args)
+    assert expose is not None and ports["http"] == int(expose.value[0])
     assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
