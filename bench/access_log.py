@@ -92,7 +92,9 @@ def run(
                 workdir / f"{name}.log",
                 settings={"PROMPTMM_LOG_LEVEL": "INFO", **settings},
             )
-            start_pinned(services[name])
+        services["uvicorn"] = uvicorn_access_service(bundle, workdir)
+        for service in services.values():
+            start_pinned(service)
         for name, service in services.items():
             wrk_phase(f"warm-up {name}", f"{service.url}/recommend", connections, 3, script)
         results = []
@@ -106,12 +108,36 @@ def run(
     finally:
         for service in services.values():
             service.stop()
-    return results, {name: _bytes_per_line(workdir / f"{name}.log") for name in VARIANTS}
+    return results, {name: _bytes_per_line(workdir / f"{name}.log") for name in services}
+
+
+def uvicorn_access_app() -> FastAPI:
+    """The service with uvicorn's own access log instead of its own (as before it had one)."""
+    app = create_app()
+    logging.getLogger("uvicorn.access").disabled = False
+    return app
+
+
+def uvicorn_access_service(bundle: Path, workdir: Path) -> ServiceProcess:
+    """The service logging uvicorn's access lines (the container's command without
+    ``--no-access-log``) and none of its own."""
+    env = {
+        "PROMPTMM_BUNDLE_PATH": str(bundle.resolve()),
+        "PROMPTMM_STORE_PATH": str(workdir / "uvicorn.sqlite3"),
+        "PROMPTMM_ACCESS_LOG": "false",
+    }
+    return ServiceProcess(
+        env,
+        workdir / "uvicorn.log",
+        extra_args=["--log-level", "info"],
+        app="bench.access_log:uvicorn_access_app",
+    )
 
 
 def _bytes_per_line(log: Path) -> int:
     """Mean bytes of the access lines of ``log`` (0 when it has none)."""
-    lines = [line for line in log.read_bytes().splitlines() if b"service.access" in line]
+    access = (b"service.access", b'"POST /recommend HTTP/1.1" 200')
+    lines = [line for line in log.read_bytes().splitlines() if any(a in line for a in access)]
     return round(sum(len(line) + 1 for line in lines) / len(lines)) if lines else 0
 
 
@@ -134,7 +160,7 @@ def table(results: Sequence[dict[str, tuple[LatencyStats, float]]]) -> str:
                     "" if name == "off" else f"{cpu - off_cpu:+.1f}",
                 ]
             )
-    for name in VARIANTS:
+    for name in results[0]:
         ratios = [stats[name][0].throughput / stats["off"][0].throughput for stats in results]
         extra = [stats[name][1] - stats["off"][1] for stats in results]
         rows.append(
@@ -267,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results, line_bytes = run(
             bundle, args.connections, args.seconds, args.rounds, args.seed, Path(tmp)
         )
-    per_line = ", ".join(f"{name} {line_bytes[name]} B" for name in VARIANTS if name != "off")
+    per_line = ", ".join(f"{name} {size} B" for name, size in line_bytes.items() if name != "off")
     notes = (
         f"Bundle `{read_bundle(bundle).model_version}`, `POST /recommend` (k=20, random "
         "bundle users, response cache on: the cheapest request, so the largest relative "
@@ -281,8 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     http_notes = (
         f"One uvicorn worker per variant pinned to CPU {SERVER_CPU}, wrk (1 thread, "
         f"{args.connections} keep-alive connections, {args.seconds:g} s per variant and "
-        f"round) on CPU {CLIENT_CPU}; variants loaded in turn, {args.rounds} rounds. An "
-        f"access line is on average {per_line}."
+        f"round) on CPU {CLIENT_CPU}; variants loaded in turn, {args.rounds} rounds. "
+        "`uvicorn`: no access line of the service's own, uvicorn's instead (text, as the "
+        "container logged before the service had one). An access line is on average "
+        f"{per_line}."
     )
     text = write_report(
         args.out,
