@@ -84,12 +84,12 @@ def test_evaluate_rejects_a_wrong_version_bundle(
     copy = tmp_path / version
     shutil.copytree(exported / version, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["format_version"] = 2
+    manifest["format_version"] = 3
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", str(copy), "--data", str(synthetic_dataset)])
     assert exit_info.value.code == 2
-    assert "format_version 2 is not supported" in capsys.readouterr().err
+    assert "format_version 3 is not supported" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -142,3 +142,27 @@ def test_wrong_format_version_is_rejected(dataset: Dataset, tmp_path: Path) -> N
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="format_version 99 is not supported"):
         evaluate_bundle(path, dataset, EvalConfig())
+
+
+def test_items_without_training_interactions_get_their_content_embedding(
+    dataset: Dataset, tmp_path: Path
+) -> None:
+    from bundle.content import content_embeddings
+    from training.coldsplit import holdout_split
+
+    cold_data = holdout_split(dataset, fraction=0.1, seed=0).dataset
+    path, _, items = _export(cold_data, tmp_path)
+    bundle = read_bundle(path)
+    assert bundle.content_map is not None
+    assert json.loads((path / "manifest.json").read_text())["format_version"] == 2
+    cold = np.flatnonzero(cold_data.train.getnnz(axis=0) == 0)
+    warm = np.flatnonzero(cold_data.train.getnnz(axis=0) > 0)
+    assert cold.size
+    np.testing.assert_array_equal(bundle.item_embeddings[warm], items.numpy()[warm])
+    from_content = content_embeddings(
+        bundle.content_map, {m: f[cold] for m, f in cold_data.features.items()}
+    )
+    np.testing.assert_array_equal(bundle.item_embeddings[cold], from_content)
+    assert bundle.item_layers is not None
+    np.testing.assert_allclose(bundle.item_layers[0, cold] / 3, from_content, rtol=1e-6)
+    assert "content_map" in bundle.metrics
