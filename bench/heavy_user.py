@@ -31,6 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -148,7 +149,7 @@ def answer_of(client: httpx.Client, user: str) -> list[object]:
 
 
 def heavy_case(
-    service: ServiceProcess, probe: Probe, name: str, events: list[dict[str, object]]
+    service: ServiceProcess, probe: Probe, name: str, events: list[dict[str, Any]]
 ) -> list[object]:
     """Post ``events`` in one request; the row of the report."""
     watched = str(events[-1]["user_id"])
@@ -168,7 +169,7 @@ def heavy_case(
         visible = time.monotonic()
     time.sleep(AFTER_VISIBLE_S + AFTER_S)
     during, after = visible + AFTER_VISIBLE_S, visible + AFTER_VISIBLE_S + AFTER_S
-    pairs = sum(len(event["item_ids"]) for event in events)  # type: ignore[arg-type]
+    pairs = sum(len(event["item_ids"]) for event in events)
     return [
         name,
         pairs,
@@ -184,7 +185,7 @@ def heavy_rows(bundle_path: Path, workdir: Path) -> list[list[object]]:
     rng = np.random.default_rng(2)
     users = list(bundle.user_ids)
 
-    def events(n_users: int, n_items: int) -> list[dict[str, object]]:
+    def events(n_users: int, n_items: int) -> list[dict[str, Any]]:
         chosen = rng.choice(len(users), size=n_users, replace=False)
         return [
             {

@@ -288,10 +288,8 @@ class Recommender:
 
     def scope(self, recommendation: Recommendation, k: int, exclude_seen: bool) -> Scope:
         """What ``recommendation`` (for ``k`` items) depends on, for the response cache."""
-        items = np.asarray(
-            sorted(self.catalog.item(item_id) or 0 for item_id, _ in recommendation.items),
-            dtype=np.int64,
-        )
+        found = (self.catalog.item(item_id) for item_id, _ in recommendation.items)
+        items = np.asarray(sorted(item for item in found if item is not None), dtype=np.int64)
         full = len(recommendation.items) == k
         last = recommendation.items[-1][1] if full and recommendation.items else -np.inf
         return Scope(

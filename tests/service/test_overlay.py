@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -222,3 +223,27 @@ def test_fold_items_off_serves_the_bundles_items(settings: Settings, store: SQLi
     plain.record([Event("newcomer", ("i79",), 1.0)])
 
     np.testing.assert_array_equal(plain.item_vectors(), plain.bundle.item_embeddings)
+
+
+def test_the_worker_rebuilds_the_index_with_the_moved_items(
+    settings: Settings, store: SQLiteStore
+) -> None:
+    recommender = Recommender.load(settings, store)
+    posted = tuple(f"i{item}" for item in range(3, 3 + 70))
+
+    recommender.record([Event("newcomer", posted, 1.0)])
+    recommender.sync()
+    online = recommender._online
+    deadline = time.monotonic() + 30.0
+    while online.items.pending.size and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    view = online.items
+    assert view.pending.size == 0 and view.index is not recommender.index
+    assert view.index_revision == online.revision
+    user = recommender.user_vector("newcomer")
+    assert user is not None
+    expected = recommender.item_vectors().astype(np.float64) @ user.astype(np.float64)
+    expected[[int(item[1:]) for item in posted]] = -np.inf
+    ranked = [item for item, _ in recommender.recommend("newcomer", 5).items]
+    assert ranked == [f"i{item}" for item in np.lexsort((np.arange(80), -expected))[:5].tolist()]
