@@ -30,8 +30,8 @@ def _offline_topk(bundle: Bundle, users: list[int]) -> list[list[str]]:
         shape=(bundle.n_users, bundle.n_items),
     )
     ranked = topk_items(
-        torch.from_numpy(bundle.user_embeddings),
-        torch.from_numpy(bundle.item_embeddings),
+        torch.tensor(bundle.user_embeddings),
+        torch.tensor(bundle.item_embeddings),
         torch.tensor(users, dtype=torch.long),
         [train],
         K,
