@@ -90,8 +90,8 @@ def metrics_on_test(
 ) -> dict[str, float]:
     """Test Recall@20 / NDCG@20, training and validation items masked."""
     metrics = evaluate(
-        torch.from_numpy(np.ascontiguousarray(user_emb, dtype=np.float32)),
-        torch.from_numpy(np.ascontiguousarray(item_emb, dtype=np.float32)),
+        torch.tensor(np.asarray(user_emb, dtype=np.float32)),
+        torch.tensor(np.asarray(item_emb, dtype=np.float32)),
         dataset.test,
         [dataset.train, dataset.valid],
         ks=(20,),

@@ -11,7 +11,8 @@ idle keep-alive connection after ``keep_alive_s``. Serve with it by naming it to
 
 The limits are the service's settings (``PROMPTMM_MAX_HEADER_BYTES``,
 ``PROMPTMM_HEADER_TIMEOUT_S``, ``PROMPTMM_KEEP_ALIVE_S``), read from the environment once per
-process. Memory held for one head is at most ``max_header_bytes`` plus one read (256 KiB).
+process. Memory held for one head is at most ``max_header_bytes`` plus about two reads (256 KiB
+each): the read the head began in is not counted.
 """
 
 from __future__ import annotations

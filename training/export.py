@@ -115,7 +115,7 @@ def evaluate_bundle(
     """
     bundle = read_bundle(path)
     check_matches(bundle, dataset)
-    users = torch.tensor(bundle.user_embeddings)
+    users = torch.tensor(bundle.user_embeddings)  # read_bundle's arrays are read-only
     items = torch.tensor(bundle.item_embeddings)
     options: dict[str, Any] = {
         "ks": eval_config.ks,
