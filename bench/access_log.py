@@ -150,11 +150,7 @@ def table(results: Sequence[dict[str, tuple[LatencyStats, float]]]) -> str:
                 [
                     round_,
                     name,
-                    one.requests,
-                    one.errors,
-                    f"{one.throughput:,.0f}",
-                    f"{one.p50_ms:.2f}",
-                    f"{one.p99_ms:.2f}",
+                    *one.cells(),
                     f"{one.throughput / off.throughput:.3f}",
                     f"{cpu:.1f}",
                     "" if name == "off" else f"{cpu - off_cpu:+.1f}",

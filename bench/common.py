@@ -139,6 +139,16 @@ class LatencyStats:
     def throughput(self) -> float:
         return self.requests / self.seconds if self.seconds > 0 else 0.0
 
+    def cells(self) -> list[object]:
+        """Requests, errors, req/s, p50 ms, p99 ms: the table cells every report shows."""
+        return [
+            self.requests,
+            self.errors,
+            f"{self.throughput:,.0f}",
+            f"{self.p50_ms:.2f}",
+            f"{self.p99_ms:.2f}",
+        ]
+
     @classmethod
     def of(
         cls, name: str, latencies_s: Sequence[float], errors: int, seconds: float

@@ -20,8 +20,6 @@ framework's floor for this request. Writes ``bench/results/framework-floor.md``.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import statistics
 import tempfile
 from collections.abc import Sequence
@@ -39,7 +37,14 @@ from bench.common import (
     setup_logging,
     write_report,
 )
-from bench.wrk_load import CLIENT_CPU, SERVER_CPU, recommend_script, start_pinned, wrk_phase
+from bench.wrk_load import (
+    CLIENT_CPU,
+    SERVER_CPU,
+    recommend_script,
+    require_wrk,
+    start_pinned,
+    wrk_phase,
+)
 from bundle import read_bundle
 from service.main import create_app
 from service.routes.recommend import parse_body
@@ -134,10 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "framework-floor.md")
     args = parser.parse_args(argv)
     setup_logging()
-    if shutil.which("wrk") is None:
-        parser.error("wrk is not on PATH: install it (Debian: apt-get install wrk)")
-    if not {SERVER_CPU, CLIENT_CPU} <= os.sched_getaffinity(0):
-        parser.error(f"needs CPUs {SERVER_CPU} and {CLIENT_CPU}")
+    require_wrk(parser)
     bundle = ensure_tiktok_bundle(args.bundle)
     results = run(bundle, args.seconds, args.rounds, args.seed)
     notes = (

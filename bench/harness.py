@@ -217,3 +217,16 @@ def train_tiny_bundle(workdir: Path, *, epochs: int = 2, seed: int = 0) -> Path:
     if len(roots) != 1:
         raise RuntimeError(f"expected one exported models root under {models}, found {roots}")
     return roots[0]
+
+
+def drop_redis_prefix(url: str, prefix: str) -> None:
+    """Delete every key under ``prefix:`` in the Redis at ``url``."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

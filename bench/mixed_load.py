@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import subprocess
 import tempfile
 import uuid
@@ -46,8 +45,8 @@ from bench.common import (
     setup_logging,
     write_report,
 )
-from bench.harness import API_KEY
-from bench.wrk_load import CLIENT_CPU, SERVER_CPU, start_pinned
+from bench.harness import API_KEY, drop_redis_prefix
+from bench.wrk_load import CLIENT_CPU, SERVER_CPU, require_wrk, start_pinned
 from bundle import read_bundle
 
 logger = logging.getLogger(__name__)
@@ -246,20 +245,8 @@ def run_store(
                 results.append((case, runs))
     finally:
         if store == "redis":
-            _drop_prefix(redis_url, prefix)
+            drop_redis_prefix(redis_url, prefix)
     return results
-
-
-def _drop_prefix(url: str, prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 def table(results: list[tuple[str, list[Run]]]) -> str:
@@ -332,10 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stores = [store for store in args.stores.split(",") if store]
     if not stores or not set(stores) <= {"sqlite", "redis"}:
         parser.error("--stores takes sqlite and/or redis")
-    if shutil.which("wrk") is None:
-        parser.error("wrk is not on PATH: install it (Debian: apt-get install wrk)")
-    if not {SERVER_CPU, CLIENT_CPU} <= os.sched_getaffinity(0):
-        parser.error(f"needs CPUs {SERVER_CPU} and {CLIENT_CPU}")
+    require_wrk(parser)
     bundle = ensure_tiktok_bundle(args.bundle)
     loaded = read_bundle(bundle)
     sections = []

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -41,7 +40,7 @@ from bench.common import REPO_ROOT, RESULTS_DIR, bench_service, markdown_table, 
 from bench.common import write_report as write_markdown
 from bench.harness import ServiceProcess
 from bench.mixed_load import process_cpu_s
-from bench.wrk_load import CLIENT_CPU, SERVER_CPU, recommend_script, wrk_phase
+from bench.wrk_load import CLIENT_CPU, SERVER_CPU, recommend_script, require_wrk, wrk_phase
 from bundle import Bundle, read_bundle, resolve, write_bundle
 from service.config import load_settings
 from service.index import ItemIndex, build_index
@@ -230,10 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "scale-service.md")
     args = parser.parse_args(argv)
     setup_logging()
-    if shutil.which("wrk") is None:
-        parser.error("wrk is not on PATH: install it (Debian: apt-get install wrk)")
-    if not {SERVER_CPU, CLIENT_CPU} <= os.sched_getaffinity(0):
-        parser.error(f"needs CPUs {SERVER_CPU} and {CLIENT_CPU}")
+    require_wrk(parser)
     directory = ensure_bundle(args)
     if not args.reuse_index:
         for saved in directory.glob("index-*.faiss"):
@@ -303,11 +299,7 @@ def run_scale(directory: Path, args: argparse.Namespace) -> str:
         [
             [
                 stats.name,
-                stats.requests,
-                stats.errors,
-                f"{stats.throughput:,.0f}",
-                f"{stats.p50_ms:.2f}",
-                f"{stats.p99_ms:.2f}",
+                *stats.cells(),
                 f"{cpu_s * 1e6 / max(stats.requests, 1):,.0f}",
             ]
             for stats, cpu_s in ((health, cpu_health), (load, cpu_load))

@@ -164,11 +164,7 @@ def table(results: dict[int, list[LatencyStats]]) -> str:
                 [
                     workers,
                     s.name,
-                    s.requests,
-                    s.errors,
-                    f"{s.throughput:,.0f}",
-                    f"{s.p50_ms:.2f}",
-                    f"{s.p99_ms:.2f}",
+                    *s.cells(),
                     f"{ratio:.2f}" if s.name == "recommend" else "",
                 ]
             )

@@ -234,16 +234,7 @@ def table(results: Sequence[LatencyStats], rounds: int) -> str:
 
 
 def _row(label: str, stats: LatencyStats, ratio: str) -> list[object]:
-    return [
-        label,
-        stats.name,
-        stats.requests,
-        stats.errors,
-        f"{stats.throughput:,.0f}",
-        f"{stats.p50_ms:.2f}",
-        f"{stats.p99_ms:.2f}",
-        ratio,
-    ]
+    return [label, stats.name, *stats.cells(), ratio]
 
 
 def wrk_parser(module: str, description: str | None, per: str) -> argparse.ArgumentParser:
@@ -259,10 +250,15 @@ def wrk_parser(module: str, description: str | None, per: str) -> argparse.Argum
 
 
 def check_wrk_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Exit through ``parser.error`` unless the counts are positive, wrk is installed and
-    this process may use both CPUs."""
+    """Exit through ``parser.error`` unless the counts are positive and :func:`require_wrk`."""
     if args.connections < 1 or args.rounds < 1 or not args.seconds > 0:
         parser.error("--connections and --rounds must be >= 1 and --seconds > 0")
+    require_wrk(parser)
+
+
+def require_wrk(parser: argparse.ArgumentParser) -> None:
+    """Exit through ``parser.error`` unless wrk is installed and this process may use both
+    CPUs (the server's and wrk's)."""
     if shutil.which("wrk") is None:
         parser.error("wrk is not on PATH: install it (Debian: apt-get install wrk)")
     if not {SERVER_CPU, CLIENT_CPU} <= os.sched_getaffinity(0):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import drop_redis_prefix
+
 SHARED_DATASETS_ENV = "PROMPTMM_SHARED_DATASETS"
 
 
@@ -69,14 +71,6 @@ def redis_url() -> str:
 @pytest.fixture
 def redis_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix no other test uses; every key under it is deleted afterwards."""
-    import redis
-
     prefix = f"promptmm-test-{uuid.uuid4().hex}"
     yield prefix
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    drop_redis_prefix(redis_url, prefix)
