@@ -243,7 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_scale(directory: Path, args: argparse.Namespace) -> str:
-    settings = {"PROMPTMM_RESPONSE_CACHE_MB": "0", "PROMPTMM_LOG_LEVEL": "INFO"}
+    settings = {
+        "PROMPTMM_RESPONSE_CACHE_MB": "0",
+        "PROMPTMM_LOG_LEVEL": "INFO",
+        "PROMPTMM_ACCESS_LOG": "false",
+    }
     rows: list[list[object]] = []
     with tempfile.TemporaryDirectory(prefix="promptmm-scale-") as tmp:
         users = Path(tmp) / "users.txt"
