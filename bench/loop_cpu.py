@@ -9,7 +9,8 @@ into a temporary folder; each repeat runs ``python -m training run CONFIG`` (cut
 and once in this one, alternating, so both see the same machine load. Per stage it reports
 the median seconds of the epochs *without* validation (the training loop alone: sampling,
 propagation, losses, optimiser) as epochs per second, the median seconds of a validated
-epoch minus that (the validation), and each run's wall time. The tables compare ratios
+epoch minus that (the validation), and each run's wall time and CPU time (user + system;
+both trees run the same epochs, so it compares the work done). The tables compare ratios
 within one run: on a shared machine the absolute numbers move with the load.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shlex
 import statistics
 import subprocess
@@ -61,14 +63,20 @@ def run_once(tree: Path, config: str, epochs: int, out: Path) -> dict[str, Any]:
         command += ["--set", override]
     env = {**torch_env(), "PYTHONPATH": str(tree)}
     env.setdefault("PROMPTMM_SHARED_DATASETS", str(shared_datasets().resolve()))
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), _children_cpu()
     done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{shlex.join(command)} in {tree} failed:\n{done.stderr[-2000:]}")
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, _children_cpu() - cpu_before
     (run_dir,) = (out / "runs").iterdir()
     history = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    return {"wall": wall, "history": history}
+    return {"wall": wall, "cpu": cpu, "history": history}
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def stage_times(history: dict[str, list[dict[str, Any]]], stage: str) -> tuple[float, float]:
@@ -109,8 +117,15 @@ def report(results: dict[str, list[dict[str, Any]]], base: str, command: str) ->
             f"| {ratio:.2f} | {cells['base'][1]:.2f} | {cells['this'][1]:.2f} |"
         )
     walls = {tree: [round(r["wall"], 1) for r in results[tree]] for tree in results}
-    lines += ["", f"Wall seconds per run (whole process): base {walls['base']}, this "]
-    lines[-1] += f"{walls['this']}."
+    cpus = {tree: [round(r["cpu"], 1) for r in results[tree]] for tree in results}
+    ratio = statistics.median(cpus["base"]) / statistics.median(cpus["this"])
+    lines += [
+        "",
+        f"Wall seconds per run (whole process): base {walls['base']}, this {walls['this']}.",
+        f"CPU seconds per run (user + system, same epochs in both): base {cpus['base']}, "
+        f"this {cpus['this']}; base / this of the medians: {ratio:.2f}. On a loaded machine",
+        "the CPU seconds move less than the wall seconds (waiting for a core costs none).",
+    ]
     return "\n".join(lines) + "\n"
 
 
