@@ -46,9 +46,10 @@ def extract(revision: str, into: Path) -> Path:
     return into
 
 
-def run_once(tree: Path, config: str, epochs: int, out: Path) -> dict[str, Any]:
-    """One cut-down pipeline run in ``tree``: its per-epoch records and wall time."""
+def run_once(tree: Path, config: str, epochs: int, threads: int, out: Path) -> dict[str, Any]:
+    """One cut-down pipeline run in ``tree``: its per-epoch records, wall and CPU time."""
     overrides = [
+        f"run.threads={threads}",
         f"stage1.max_epochs={epochs}",
         f"stage2.max_epochs={epochs}",
         "stage1.patience=1000",
@@ -135,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="configs/tiktok-knn.toml")
     parser.add_argument("--epochs", type=int, default=6, help="epochs per stage (default 6)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=0, help="run.threads (default 0: every core)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     results: dict[str, list[dict[str, Any]]] = {"base": [], "this": []}
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.repeats):
             for tree, root in (("base", base_tree), ("this", REPO_ROOT)):
                 out = Path(tmp, f"{tree}-{repeat}")
-                results[tree].append(run_once(root, args.config, args.epochs, out))
+                results[tree].append(run_once(root, args.config, args.epochs, args.threads, out))
                 print(f"{tree} repeat {repeat}: {results[tree][-1]['wall']:.1f}s", flush=True)
     command = shlex.join(["python", "-m", "bench.loop_cpu", *(argv or sys.argv[1:])])
     text = report(results, args.base, command)
