@@ -21,7 +21,9 @@
 #      density 1e-4) into $SCALE_DATA (default data/scale; kept if it is already there);
 #   8. scale: configs/scale.toml on it, teacher -> student -> export (the goal: <= 10 min,
 #      GPU >= 50 % busy), GPU utilisation sampled every 0.5 s into gpu-scale.csv and summed
-#      up in gpu-scale.md.
+#      up in gpu-scale.md; its run folder goes under $OUT/runs, so the per-epoch
+#      metrics.json (seconds, train_seconds, validation) comes back even when SCALE_LIMIT
+#      (default 400 s, so that scale-data + scale fit one 10-minute device call) cuts it.
 # STEPS="card torch tests ..." runs a subset (default: all; one device call holds at most
 # 10 minutes, so run e.g. STEPS="card scale-data scale" and STEPS="card tiktok-seeds" as two
 # calls). DEVICE=cpu and the *_LIMIT variables exist to try the script's plumbing on a CPU
@@ -117,7 +119,8 @@ else
         --users "${SCALE_USERS:-1000000}" --items "${SCALE_ITEMS:-200000}" \
         --density "${SCALE_DENSITY:-0.0001}" --seed 0
 fi
-gpu_sampled scale scale "${SCALE_LIMIT:-540}" "$python" -m bench.pipeline_timing \
+gpu_sampled scale scale "${SCALE_LIMIT:-400}" "$python" -m bench.pipeline_timing \
     configs/scale.toml --device "$device" --set "data.path=\"$scale_data\"" \
-    ${scale_set[@]+"${scale_set[@]}"} --out "$out/pipeline-$device-scale.md"
+    --set "run.runs_dir=\"$out/runs\"" ${scale_set[@]+"${scale_set[@]}"} \
+    --out "$out/pipeline-$device-scale.md"
 cat "$out/steps.txt"

@@ -9,7 +9,8 @@ into a temporary folder; each repeat runs ``python -m training run CONFIG`` (cut
 and once in this one, alternating, so both see the same machine load. Per stage it reports
 the median seconds of the epochs *without* validation (the training loop alone: sampling,
 propagation, losses, optimiser) as epochs per second, the median seconds of a validated
-epoch minus that (the validation), and each run's wall time. The tables compare ratios
+epoch minus that (the validation), and each run's wall time and CPU time (user + system;
+both trees run the same epochs, so it compares the work done). The tables compare ratios
 within one run: on a shared machine the absolute numbers move with the load.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shlex
 import statistics
 import subprocess
@@ -44,9 +46,10 @@ def extract(revision: str, into: Path) -> Path:
     return into
 
 
-def run_once(tree: Path, config: str, epochs: int, out: Path) -> dict[str, Any]:
-    """One cut-down pipeline run in ``tree``: its per-epoch records and wall time."""
+def run_once(tree: Path, config: str, epochs: int, threads: int, out: Path) -> dict[str, Any]:
+    """One cut-down pipeline run in ``tree``: its per-epoch records, wall and CPU time."""
     overrides = [
+        f"run.threads={threads}",
         f"stage1.max_epochs={epochs}",
         f"stage2.max_epochs={epochs}",
         "stage1.patience=1000",
@@ -61,14 +64,20 @@ def run_once(tree: Path, config: str, epochs: int, out: Path) -> dict[str, Any]:
         command += ["--set", override]
     env = {**torch_env(), "PYTHONPATH": str(tree)}
     env.setdefault("PROMPTMM_SHARED_DATASETS", str(shared_datasets().resolve()))
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), _children_cpu()
     done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{shlex.join(command)} in {tree} failed:\n{done.stderr[-2000:]}")
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, _children_cpu() - cpu_before
     (run_dir,) = (out / "runs").iterdir()
     history = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    return {"wall": wall, "history": history}
+    return {"wall": wall, "cpu": cpu, "history": history}
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def stage_times(history: dict[str, list[dict[str, Any]]], stage: str) -> tuple[float, float]:
@@ -109,8 +118,15 @@ def report(results: dict[str, list[dict[str, Any]]], base: str, command: str) ->
             f"| {ratio:.2f} | {cells['base'][1]:.2f} | {cells['this'][1]:.2f} |"
         )
     walls = {tree: [round(r["wall"], 1) for r in results[tree]] for tree in results}
-    lines += ["", f"Wall seconds per run (whole process): base {walls['base']}, this "]
-    lines[-1] += f"{walls['this']}."
+    cpus = {tree: [round(r["cpu"], 1) for r in results[tree]] for tree in results}
+    ratio = statistics.median(cpus["base"]) / statistics.median(cpus["this"])
+    lines += [
+        "",
+        f"Wall seconds per run (whole process): base {walls['base']}, this {walls['this']}.",
+        f"CPU seconds per run (user + system, same epochs in both): base {cpus['base']}, "
+        f"this {cpus['this']}; base / this of the medians: {ratio:.2f}. On a loaded machine",
+        "the CPU seconds move less than the wall seconds (waiting for a core costs none).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -120,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="configs/tiktok-knn.toml")
     parser.add_argument("--epochs", type=int, default=6, help="epochs per stage (default 6)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=0, help="run.threads (default 0: every core)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     results: dict[str, list[dict[str, Any]]] = {"base": [], "this": []}
@@ -129,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.repeats):
             for tree, root in (("base", base_tree), ("this", REPO_ROOT)):
                 out = Path(tmp, f"{tree}-{repeat}")
-                results[tree].append(run_once(root, args.config, args.epochs, out))
+                results[tree].append(run_once(root, args.config, args.epochs, args.threads, out))
                 print(f"{tree} repeat {repeat}: {results[tree][-1]['wall']:.1f}s", flush=True)
     command = shlex.join(["python", "-m", "bench.loop_cpu", *(argv or sys.argv[1:])])
     text = report(results, args.base, command)
