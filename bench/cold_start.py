@@ -41,6 +41,7 @@ from training.pipeline import load_data
 logger = logging.getLogger(__name__)
 
 AS_TRAINED = "as trained"
+CHOSEN = "**chosen** (the validation-chosen method of each seed)"
 COLUMNS = tuple(f"{part} {metric}" for part in PARTS for metric in ("R@20", "N@20"))
 
 
@@ -146,8 +147,12 @@ def report(rows: list[dict[str, Any]], command: str, dataset: str) -> str:
         lines.append("| method | " + " | ".join(COLUMNS) + " |")
         lines.append("|---" * (len(COLUMNS) + 1) + "|")
         methods = list(dict.fromkeys(row["method"].replace(" (chosen)", "") for row in subset))
-        for method in methods:
-            picked = [r for r in subset if r["method"].replace(" (chosen)", "") == method]
+        groups = {
+            method: [r for r in subset if r["method"].replace(" (chosen)", "") == method]
+            for method in methods
+        }
+        groups[CHOSEN] = [r for r in subset if r["method"].endswith(" (chosen)")]
+        for method, picked in groups.items():
             cells = [_mean_std([r[c] for r in picked]) for c in COLUMNS]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines += ["", "Per seed (setting and scale chosen on validation):", ""]
