@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The project's test command: sets up .venv, makes sure a Redis answers (starting one, and
+# The project's test command: sets up .venv (every extra the tests use), makes sure a Redis answers (starting one, and
 # installing redis-server if needed), runs the linters and the whole pytest suite, and stops
 # whatever it started. Extra arguments go to pytest.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup-env.sh"
 cd "$REPO"
-setup_env "service,training,dev"
+setup_env "service,training,features,dev"
 
 export OMP_WAIT_POLICY=PASSIVE
 redis_answers() { "$PY" - "$1" <<'PY'
