@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command: sets up .venv (every extra the tests use), makes sure a Redis answers (starting one, and
-# installing redis-server if needed), runs the linters and the whole pytest suite, and stops
-# whatever it started. Extra arguments go to pytest.
+# The project's test command: sets up .venv (every extra the tests use), makes sure a Redis
+# answers (starting one, and installing redis-server if needed), runs the linters and the whole
+# pytest suite, and stops whatever it started. Extra arguments go to pytest.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup-env.sh"
 cd "$REPO"
