@@ -126,7 +126,8 @@ def log_access(scope: Scope, status: int, seconds: float) -> None:
         "latency_ms": latency_ms,
         "model_version": version,
     }
-    message, args = "%s %s %d %.3f ms %s", (method, path, status, latency_ms, version)
+    message = "%s %s %d %.3f ms %s"
+    args: tuple[object, ...] = (method, path, status, latency_ms, version)
     error = scope.get("state", {}).get("error")
     if error is not None:
         fields["error"] = error
