@@ -279,7 +279,11 @@ def run_scale(directory: Path, args: argparse.Namespace) -> str:
                     after_rss = rss_mb(service.pid)
             else:
                 service.stop()
-        log_tail = (Path(tmp) / "service.log").read_text(encoding="utf-8")[-1500:]
+        log_tail = (
+            (Path(tmp) / "service.log")
+            .read_text(encoding="utf-8")[-1500:]
+            .replace(f"{REPO_ROOT}/", "")
+        )
     bundle = read_bundle(directory)
     recall = recall_at(bundle, directory, args.recall_queries, 20, args.seed)
     kind = recall.kind
