@@ -8,10 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service import worker
 from service.config import Settings
 from service.recommender import Recommender
 from service.store import RedisStore, SQLiteStore, Store
 from service.store.base import Event
+
+
+@pytest.fixture(autouse=True)
+def snapshots_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests take their snapshots themselves: the worker's own (after a quiet period, which a
+    slow machine can reach between two writes) would move the revision they restore from."""
+    monkeypatch.setattr(worker, "SNAPSHOT_EVERY_S", float("inf"))
+    monkeypatch.setattr(worker, "SNAPSHOT_EVERY_PAIRS", 10**12)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
