@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,3 +171,27 @@ def test_a_snapshot_ahead_of_the_log_is_ignored(
     assert "the log is shorter" in caplog.text
     assert restored._online.users == {}
     reset.close()
+
+
+@pytest.mark.parametrize("by", ["quiet period", "pairs"])
+def test_the_worker_snapshots_by_itself(
+    settings: Settings, shared_store: Store, monkeypatch: pytest.MonkeyPatch, by: str
+) -> None:
+    if by == "quiet period":
+        monkeypatch.setattr(worker, "SNAPSHOT_EVERY_S", 0.05)
+    else:
+        monkeypatch.setattr(worker, "SNAPSHOT_EVERY_PAIRS", 5)
+    recommender = Recommender.load(settings, shared_store)
+    try:
+        for event in random_events(1, 8):
+            recommender.record([event])
+        written = shared_store.latest_revision()
+        deadline = time.monotonic() + 30
+        snapshot = shared_store.get_snapshot(recommender.model_version)
+        while (snapshot is None or snapshot[0] < 5) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            snapshot = shared_store.get_snapshot(recommender.model_version)
+    finally:
+        recommender.close()
+    assert snapshot is not None, f"no snapshot within 30 s ({by})"
+    assert 5 <= snapshot[0] <= written
