@@ -15,13 +15,7 @@ import numpy as np
 from bundle import Bundle, frozen
 from service.index import MISSING_ITEM
 
-
-def read_only(array: np.ndarray) -> np.ndarray:
-    """``array`` itself when nothing can modify it (a loaded bundle's), else a read-only copy."""
-    return frozen(array)
-
-
-NO_ITEMS = read_only(np.empty(0, dtype=np.int64))
+NO_ITEMS = frozen(np.empty(0, dtype=np.int64))
 """An empty item list (catalog indices), shared."""
 
 
@@ -36,10 +30,10 @@ class Catalog:
         self._indptr = bundle.train_indptr
         self._indices = bundle.train_indices
         degrees = bundle.item_popularity()
-        self.train_degrees = read_only(degrees.astype(np.int64))
+        self.train_degrees = frozen(degrees.astype(np.int64))
         """Each item's number of training users."""
-        self._popularity = read_only(degrees.astype(np.float32))
-        self._popular = read_only(np.lexsort((np.arange(degrees.size), -degrees)))
+        self._popularity = frozen(degrees.astype(np.float32))
+        self._popular = frozen(np.lexsort((np.arange(degrees.size), -degrees)))
 
     @property
     def n_items(self) -> int:

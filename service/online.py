@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.catalog import NO_ITEMS, Catalog, read_only
+from service.catalog import NO_ITEMS, Catalog
 from service.index import ItemIndex, is_member
 from service.overlay import ItemSide
 from service.store.base import Store, StoreError
@@ -118,8 +118,8 @@ class OnlineState:
         self._moved_items = np.empty(0, dtype=np.int64)
         self._moved_at = np.empty(0, dtype=np.int64)
         self._moved_vectors = np.empty((0, dim), dtype=np.float32)
-        empty32 = read_only(np.empty((0, dim), dtype=np.float32))
-        empty64 = read_only(np.empty((0, dim)))
+        empty32 = _frozen(np.empty((0, dim), dtype=np.float32))
+        empty64 = _frozen(np.empty((0, dim)))
         self._change_revisions = NO_ITEMS
         self._change_items = NO_ITEMS
         self._changes_floor = 0
@@ -179,11 +179,11 @@ class OnlineState:
                 state = self.strategy.start(row, self.catalog.train_items(row))
             final, prefix, degrees = extend(state, self.strategy.terms(new))
             self._sums[user_id] = final
-            vector = read_only(self.strategy.vector(final))
+            vector = _frozen(self.strategy.vector(final))
             if self.item_side is not None and isinstance(self.strategy, PropagateStrategy):
                 contributions = self.strategy.contributions(state, prefix, degrees)
                 moved = self.item_side.add(user_id, new, contributions)
-        self.users[user_id] = UserView(vector, read_only(np.union1d(exclude, new)), revision)
+        self.users[user_id] = UserView(vector, _frozen(np.union1d(exclude, new)), revision)
         return moved
 
     def _publish(self, moved: list[int], revision: int) -> None:
@@ -203,7 +203,7 @@ class OnlineState:
         if revisions.size > CHANGE_LOG:
             self._changes_floor = int(revisions[-CHANGE_LOG - 1])
             revisions, changed = revisions[-CHANGE_LOG:], changed[-CHANGE_LOG:]
-        self._change_revisions, self._change_items = read_only(revisions), read_only(changed)
+        self._change_revisions, self._change_items = _frozen(revisions), _frozen(changed)
         self.items = self._view(revision, current.index, current.index_revision)
 
     def _slots_of(self, items: np.ndarray) -> np.ndarray:
@@ -329,8 +329,8 @@ class OnlineState:
                     arrays["starts"][n].copy(), arrays["sums"][n].copy(), int(arrays["degrees"][n])
                 )
                 self._sums[user] = state
-                vector = read_only(self.strategy.vector(state))
-            exclude = read_only(excludes[bounds[n] : bounds[n + 1]])
+                vector = _frozen(self.strategy.vector(state))
+            exclude = _frozen(excludes[bounds[n] : bounds[n + 1]].copy())
             self.users[user] = UserView(vector, exclude, int(arrays["user_revisions"][n]))
         revision = int(arrays["revision"])
         self.revision = revision
@@ -350,7 +350,7 @@ def encode(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
-    """``array`` (a fresh copy nobody else holds) made read-only."""
+    """``array`` (a fresh array nobody else holds) made read-only in place: no copy."""
     array.flags.writeable = False
     return array
 

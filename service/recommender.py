@@ -45,8 +45,8 @@ from typing import Literal
 
 import numpy as np
 
-from bundle import Bundle, read_bundle
-from service.catalog import NO_ITEMS, Catalog, read_only
+from bundle import Bundle, frozen, read_bundle
+from service.catalog import NO_ITEMS, Catalog
 from service.config import Settings
 from service.errors import UnknownItemsError, UnknownUserError
 from service.finetune import FinetuneMethod, finetune_user, mean_square, resolve_method
@@ -118,10 +118,10 @@ class Recommender:
         self._store = store
         self._settings = settings
         self._on_finetune = on_finetune
-        self._items = read_only(bundle.item_embeddings)
-        self._users = read_only(bundle.user_embeddings)
+        self._items = frozen(bundle.item_embeddings)
+        self._users = frozen(bundle.user_embeddings)
         self._item_scale = mean_square(self._items)
-        self._mean_user = read_only(bundle.user_embeddings.mean(axis=0).astype(np.float32))
+        self._mean_user = frozen(bundle.user_embeddings.mean(axis=0).astype(np.float32))
         self._locks = [threading.Lock() for _ in range(N_USER_LOCKS)]
         self.finetune_method: FinetuneMethod = resolve_method(
             settings.finetune_method, bundle.item_layers is not None, bundle.model_version

@@ -82,11 +82,7 @@ class TopLists:
             ]
             found = self._index.search(self._users[rows.start : rows.stop], self.depth, excludes)
             for position, row in enumerate(rows):
-                items = found.items[position].astype(np.int32)
-                scores = found.scores[position].copy()
-                items.flags.writeable = False
-                scores.flags.writeable = False
-                self._lists[row] = (items, scores)
+                self._lists[row] = _entry(found.items[position], found.scores[position])
 
     def __len__(self) -> int:
         """Number of users whose lists are kept now."""
@@ -101,11 +97,7 @@ class TopLists:
                 return found
         exclude = self._indices[self._indptr[row] : self._indptr[row + 1]].astype(np.int64)
         result = self._index.search(self._users[row : row + 1], self.depth, [exclude])
-        items = result.items[0].astype(np.int32)
-        scores = result.scores[0]
-        items.flags.writeable = False
-        scores.flags.writeable = False
-        entry = (items, scores)
+        entry = _entry(result.items[0], result.scores[0])
         with self._lock:
             self._lists[row] = entry
             if len(self._lists) > self.cache_users:
@@ -127,3 +119,11 @@ class TopLists:
         if kept.size < k and not complete:
             return None
         return scores[kept], items[kept].astype(np.int64)
+
+
+def _entry(items: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One user's kept list: its items as int32 and its scores, read-only copies."""
+    kept_items, kept_scores = items.astype(np.int32), scores.copy()
+    kept_items.flags.writeable = False
+    kept_scores.flags.writeable = False
+    return kept_items, kept_scores
