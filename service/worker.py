@@ -39,6 +39,8 @@ COMPACT_EVERY_S = 1.0
 """Longest wait, in seconds, before moved items are rebuilt into the index."""
 SNAPSHOT_EVERY_PAIRS = 20_000
 SNAPSHOT_EVERY_S = 5.0
+STOP_WAIT_S = 10.0
+"""Longest :meth:`OnlineWorker.stop` waits for the current turn (a chunk of the log)."""
 ERROR_BACKOFF_S = 1.0
 
 
@@ -76,9 +78,13 @@ class OnlineWorker:
         self._wake.set()
 
     def stop(self) -> None:
-        """Stop after the current turn; returns at once."""
+        """Stop after the current turn and wait for it (at most ``STOP_WAIT_S``), so that the
+        caller may close the store next: closing a connection the worker is reading from
+        crashed the process (SQLite)."""
         self._stop.set()
         self._wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(STOP_WAIT_S)
 
     def _run(self) -> None:
         while not self._stop.is_set():
