@@ -24,6 +24,14 @@
 #      up in gpu-scale.md; its run folder goes under $OUT/runs, so the per-epoch
 #      metrics.json (seconds, train_seconds, validation) comes back even when SCALE_LIMIT
 #      (default 400 s, so that scale-data + scale fit one 10-minute device call) cuts it.
+#   9. tune: on each of TUNE_DATASETS (configs/<name>.toml, default tiktok-knn and ml100k-mm),
+#      PromptMM and "LightGCN alone" tuned with the same budget (`training tune`, TUNE_TRIALS
+#      trials in TUNE_JOBS processes each, all studies at once on the one card, TUNE_LIMIT
+#      seconds; a study cut by the limit keeps its finished trials and still writes its
+#      tuned.toml); the study folders go under $out/tune;
+#  10. confirm-tuned: each tuned config over seeds 1..5 (tuning used seed 0), its own variant
+#      only (`training ablate --variants`), 5 at once, into $out/tune/confirm-*.md.
+# cuda-tests runs only the tests marked `cuda` (seconds, against minutes for `tests`).
 # STEPS="card torch tests ..." runs a subset (default: all; one device call holds at most
 # 10 minutes, so run e.g. STEPS="card scale-data scale" and STEPS="card tiktok-seeds" as two
 # calls). DEVICE=cpu and the *_LIMIT variables exist to try the script's plumbing on a CPU
@@ -31,7 +39,7 @@
 # the batches of configs/scale.toml).
 # Needs only what the GPU machine's python has (torch, numpy, scipy, tqdm, matplotlib, pytest).
 set -u -o pipefail
-export PYTHONPATH=. PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE TQDM_MININTERVAL=10
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE TQDM_MININTERVAL=10
 data=${DATA:-../shared/datasets}
 out=${OUT:-bench/results/device}
 python=${PYTHON:-python3}
@@ -82,7 +90,11 @@ step() {
         return 0
     fi
     echo "=== $name (limit ${limit}s): $*" | tee -a "$log"
-    timeout "$limit" "$@" 2>&1 | tee -a "$log"
+    if declare -F "$1" >/dev/null; then
+        "$@" 2>&1 | tee -a "$log"  # a function of this script: its commands bound themselves
+    else
+        timeout "$limit" "$@" 2>&1 | tee -a "$log"
+    fi
     rc=${PIPESTATUS[0]}
     echo "=== $name: rc $rc, $((SECONDS - started)) s" | tee -a "$log" "$out/steps.txt"
 }
@@ -91,6 +103,8 @@ date -u +"%Y-%m-%dT%H:%M:%SZ" | tee -a "$log"
 step card 30 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 step torch 60 "$python" -c "import torch; print(torch.__version__, torch.version.cuda, \
 torch.cuda.get_device_name(0), torch.cuda.get_device_properties(0).multi_processor_count, 'SMs')"
+step cuda-tests "${TESTS_LIMIT:-90}" "$python" -m pytest -q -p no:cacheprovider -o addopts= \
+    -m cuda tests/training tests/bundle
 step tests "${TESTS_LIMIT:-180}" "$python" -m pytest -q -p no:cacheprovider -o addopts= \
     tests/training tests/bundle
 for config in tiktok tiktok-knn; do
@@ -123,4 +137,54 @@ gpu_sampled scale scale "${SCALE_LIMIT:-400}" "$python" -m bench.pipeline_timing
     configs/scale.toml --device "$device" --set "data.path=\"$scale_data\"" \
     --set "run.runs_dir=\"$out/runs\"" ${scale_set[@]+"${scale_set[@]}"} \
     --out "$out/pipeline-$device-scale.md"
+# the checkpoints (hundreds of MB at this size) are not results: keep the metrics, drop them
+if [[ -d $out/runs ]]; then find "$out/runs" -name '*.pt' -delete; fi
+
+# tune_study CONFIG DATASET [VARIANT]: one study (PromptMM, or VARIANT) under $out/tune.
+tune_study() {
+    local config=$1 dataset=$2 variant=${3:-} dir name args
+    name=$config${variant:+-lightgcn-alone}
+    dir="$out/tune/$name"
+    args=(-m training tune "configs/$config.toml" --device "$device" --out "$dir"
+        --set "data.path=\"$data/$dataset\"" --set run.threads=1 --set run.progress=false)
+    if [[ -n $variant ]]; then args+=(--variant "$variant"); fi
+    timeout "${TUNE_LIMIT:-150}" "$python" "${args[@]}" --trials "${TUNE_TRIALS:-24}" \
+        --jobs "${TUNE_JOBS:-4}" >"$dir.log" 2>&1
+    echo "--- $name: rc $?" >>"$dir.log"
+    # cut by the limit: the finished trials are in the study; --trials 1 only writes tuned.toml
+    [[ -f $dir/tuned.toml ]] || timeout 60 "$python" "${args[@]}" --trials 1 >>"$dir.log" 2>&1
+}
+
+tune_all() {
+    local name pids=()
+    mkdir -p "$out/tune"
+    for name in ${TUNE_DATASETS:-tiktok-knn ml100k-mm}; do
+        tune_study "$name" "${name%-knn}" &
+        pids+=($!)
+        tune_study "$name" "${name%-knn}" "LightGCN alone" &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+    tail -n 12 "$out"/tune/*.log
+}
+
+confirm_tuned() {
+    local dir variant pids=() limit=${CONFIRM_TUNED_LIMIT:-150}
+    for dir in "$out"/tune/*/; do
+        dir=${dir%/}
+        [[ -f $dir/tuned.toml ]] || continue
+        variant=PromptMM
+        [[ $dir == *-lightgcn-alone ]] && variant="LightGCN alone"
+        timeout "$limit" "$python" -m training ablate "$dir/tuned.toml" --variants "$variant" --seeds 5 \
+            --jobs 5 --device "$device" --set run.seed=1 --set run.threads=1 \
+            --set run.progress=false --out "$out/tune/confirm-$(basename "$dir").md" \
+            >"$dir-confirm.log" 2>&1 &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+    cat "$out"/tune/confirm-*.md
+}
+
+step tune "$((${TUNE_LIMIT:-150} + 60))" tune_all
+step confirm-tuned "${CONFIRM_TUNED_LIMIT:-150}" confirm_tuned
 cat "$out/steps.txt"

@@ -59,6 +59,8 @@ SCALES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 KNN_KS = (10, 20, 50)
 RIDGE_LAMBDAS = (1.0, 10.0, 100.0, 1000.0)
 PARTS = ("overall", "warm", "cold")
+AUTO_SELECT_SCORES = 100_000_000
+"""Largest validation users x items for which ``run.content_map = "auto"`` selects a map."""
 WARM_TOLERANCE = 0.01
 """Relative loss of validation warm Recall@20 a calibration may cost (the seed spread's order)."""
 METHOD_ORDER = ("random", "knn", "ridge", "aligned")
@@ -582,15 +584,31 @@ def content_for_export(
     train: sp.csr_matrix,
     valid: sp.csr_matrix,
     seed: int = 0,
+    *,
+    mode: str = "auto",
 ) -> ExportedContent | None:
     """Choose a content map for the student (:func:`select_map` on ``valid``) and give the
-    items without a training interaction their content embedding; ``None`` without features.
+    items without a training interaction their content embedding; ``None`` without features,
+    with ``mode="none"``, or with ``mode="auto"`` when scoring the validation users over
+    every item would exceed :data:`AUTO_SELECT_SCORES` (the selection scores its grid on
+    every validation user; beyond that size it takes longer than training).
 
     A cold item's final embedding ``e`` becomes its LightGCN ego row ``(L + 1) · e`` in
     ``item_layers[0]`` (its propagated layers are 0: it has no edge), so a user who
     interacts with it later folds it in consistently (:func:`bundle.fold_in_user`).
     """
-    if not features:
+    if mode not in ("auto", "select", "none"):
+        raise ValueError(f"content map mode {mode!r} is not one of auto, select, none")
+    if not features or mode == "none":
+        return None
+    scores = int(np.count_nonzero(valid.getnnz(axis=1))) * train.shape[1]
+    if mode == "auto" and scores > AUTO_SELECT_SCORES:
+        logger.warning(
+            "no content map exported: validation users x items = %.2g > %.0g; cold items keep "
+            'their trained rows (set run.content_map = "select" to choose one anyway)',
+            scores,
+            AUTO_SELECT_SCORES,
+        )
         return None
     cold_mask = np.asarray(train.getnnz(axis=0) == 0)
     n_cold, n_warm = int(cold_mask.sum()), int((~cold_mask).sum())

@@ -204,6 +204,10 @@ class RunConfig:
     """Models root: the bundle is exported to <models_dir>/<dataset>/."""
     progress: bool = True
     """Show progress bars."""
+    content_map: Literal["auto", "select", "none"] = "auto"
+    """Cold items' content map at export: select (chosen on validation), none (cold items keep
+    their trained rows; no map in the bundle), or auto (select when validation users x items
+    is at most 1e8, a few minutes on 2 cores; none beyond, logged)."""
 
 
 @dataclass(frozen=True)

@@ -52,15 +52,25 @@ def export_student(
 
     Items without a training interaction get their content embedding from the content map
     chosen on the validation split (:func:`training.coldstart.content_for_export`), which
-    the bundle carries (format 2) when the dataset has item features.
+    the bundle carries (format 2) when the dataset has item features and ``run.content_map``
+    does not turn the selection off.
 
     Returns:
         The version directory written.
     """
     train = dataset.train.tocsr()
     users, items, layers = _numpy(user_emb), _numpy(item_emb), _numpy(item_layers)
-    seed = int(config.get("run", {}).get("seed", 0))
-    content = content_for_export(dataset.features, users, items, layers, train, dataset.valid, seed)
+    run = config.get("run", {})
+    content = content_for_export(
+        dataset.features,
+        users,
+        items,
+        layers,
+        train,
+        dataset.valid,
+        int(run.get("seed", 0)),
+        mode=run.get("content_map", "auto"),
+    )
     if content is not None:
         items, layers = content.item_embeddings, content.item_layers
         metrics = {**metrics, "content_map": content.summary}

@@ -251,6 +251,9 @@ def run_tuning(spec: TuneSpec, jobs: int = 1) -> TuneResult:
     if jobs == 1:
         _worker(spec, 0, 0)
     else:
+        # the storage's schema is made once, here: workers creating it at the same time
+        # race on its version row (a UNIQUE constraint error ends one of them)
+        _study(spec, base.run.seed)
         threads = base.run.threads or max(1, len(os.sched_getaffinity(0)) // jobs)
         context = multiprocessing.get_context("spawn")
         workers = [

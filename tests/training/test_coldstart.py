@@ -15,6 +15,7 @@ from training.coldstart import (
     AlignConfig,
     Candidate,
     SplitScorer,
+    content_for_export,
     fit_map,
     select_map,
     with_content,
@@ -124,3 +125,25 @@ def test_selection_picks_a_content_map_whose_cold_items_beat_random(synthetic: D
         return metrics["recall@20"]
 
     assert cold_recall(selection.chosen) > cold_recall("random") + 0.05
+
+
+def test_export_content_map_modes(synthetic: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    split = holdout_split(synthetic, 0.05)
+    train = split.dataset.train.tocsr()
+    users, items = svd_student(train)
+    layers = np.zeros((0, *items.shape), np.float32)
+
+    def export(mode: str) -> object:
+        return content_for_export(
+            synthetic.features, users, items, layers, train, split.valid, 0, mode=mode
+        )
+
+    assert export("none") is None
+    monkeypatch.setattr("training.coldstart.AUTO_SELECT_SCORES", train.shape[1] - 1)
+    assert export("auto") is None
+    chosen = export("select")
+    assert chosen is not None
+    cold = np.flatnonzero(train.getnnz(axis=0) == 0)
+    assert cold.size and not np.allclose(chosen.item_embeddings[cold], items[cold])
+    with pytest.raises(ValueError, match="content map mode 'some' is not one of"):
+        export("some")

@@ -65,6 +65,20 @@ def test_three_trials_write_a_config_that_training_run_accepts(
 
 
 @pytest.mark.slow
+def test_parallel_workers_share_one_new_study(
+    synthetic_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # three processes starting on a study that does not exist yet: each must join it
+    study = tmp_path / "study"
+    args = [*_study_args(synthetic_dataset, study), "--trials", "3", "--jobs", "3"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    finished = int(out.split(" trial(s) finished")[0].rsplit(maxsplit=1)[-1])
+    assert finished >= 3, out
+    assert (study / "tuned.toml").is_file()
+
+
+@pytest.mark.slow
 def test_a_variant_searches_only_what_it_trains(
     synthetic_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
