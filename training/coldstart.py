@@ -40,6 +40,7 @@ import scipy.sparse as sp
 import torch
 
 from bundle.content import ContentMap, content_embeddings
+from training.evaluate import ranked_topk
 from training.metrics import ranking_metrics
 
 __all__ = [
@@ -387,7 +388,7 @@ class SplitScorer:
         scores = self.user_emb @ torch.from_numpy(np.asarray(item_emb, np.float64)[fixed]).T
         scores = scores.to(torch.float32)
         self._mask_scores(scores, fixed)
-        values, order = torch.topk(scores, min(k, fixed.size), dim=1)
+        values, order = ranked_topk(scores, min(k, fixed.size))
         self.fixed_values = values
         self.fixed_items = torch.from_numpy(fixed)[order]
         cold_cols = sp.diags(is_varying.astype(np.float32))
@@ -414,15 +415,7 @@ class SplitScorer:
             scores = self.user_emb @ torch.from_numpy(np.asarray(varying_emb, np.float64)).T
             scores = scores.to(torch.float32)
             self._mask_scores(scores, self.varying)
-        values = torch.cat([self.fixed_values, scores], dim=1)
-        items = torch.cat(
-            [self.fixed_items, torch.from_numpy(self.varying).expand(scores.shape[0], -1)], dim=1
-        )
-        # (score desc, index asc): sort by index, then a stable sort by score
-        by_index = torch.argsort(items, dim=1)
-        values, items = values.gather(1, by_index), items.gather(1, by_index)
-        order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, : self.k]
-        top_values, top_items = values.gather(1, order), items.gather(1, order)
+        top_values, top_items = self._top(scores)
         hit = self._hits(top_items.numpy()) & torch.isfinite(top_values).numpy()
         cold_hit = hit & self.is_varying[top_items.numpy()]
         result = {}
@@ -443,6 +436,18 @@ class SplitScorer:
                 "users": float(rows.sum()),
             }
         return result
+
+    def _top(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The top ``k`` (values, items) of each row of the fixed top-K and the varying items'
+        ``scores``, ranked by (score desc, index asc): each part's own top ``k`` (exact, by
+        :func:`ranked_topk`), then the union of the two short lists ordered."""
+        values, positions = ranked_topk(scores, min(self.k, scores.shape[1]))
+        values = torch.cat([self.fixed_values, values], dim=1)
+        items = torch.cat([self.fixed_items, torch.from_numpy(self.varying)[positions]], dim=1)
+        by_index = torch.argsort(items, dim=1)
+        values, items = values.gather(1, by_index), items.gather(1, by_index)
+        order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, : self.k]
+        return values.gather(1, order), items.gather(1, order)
 
     def _hits(self, top_items: np.ndarray) -> np.ndarray:
         n_items = self.target.shape[1]

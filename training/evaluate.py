@@ -29,7 +29,7 @@ import torch
 
 from training.metrics import NdcgKind, ranking_metrics
 
-__all__ = ["Evaluator", "evaluate", "topk_items"]
+__all__ = ["Evaluator", "evaluate", "ranked_topk", "topk_items"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def _masked_scores(
     return scores
 
 
-def _ranked_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def ranked_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` of each row by (score desc, index asc): ``(values (n, k), indices (n, k))``."""
     n_items = scores.shape[1]
     values, indices = torch.topk(scores, min(k + 1, n_items), dim=1, sorted=True)
@@ -148,7 +148,7 @@ def _ranked_chunks(
             stop = min(start + chunk_size, index.numel())
             masks = [m.entries(start, stop) for m in exclude]
             scores = _masked_scores(user_emb, item_t64, index[start:stop], masks)
-            values, indices = _ranked_topk(scores, k)
+            values, indices = ranked_topk(scores, k)
             yield start, values, indices
 
 

@@ -82,6 +82,21 @@ def test_split_scorer_matches_the_offline_evaluator(synthetic: Dataset) -> None:
         assert fast[part]["ndcg@20"] == pytest.approx(slow["ndcg@20"], abs=1e-6), part
 
 
+def test_split_scorer_breaks_ties_as_the_offline_evaluator(synthetic: Dataset) -> None:
+    # 0/1 embeddings of 3 dimensions: scores are small integers, so most ranks are ties
+    split = holdout_split(synthetic, seed=1)
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 2, (split.dataset.train.shape[0], 3)).astype(np.float32)
+    items = rng.integers(0, 2, (split.dataset.train.shape[1], 3)).astype(np.float32)
+    cold = np.flatnonzero(split.cold_items)
+    exclude = [split.dataset.train, split.valid]
+    fast = SplitScorer(users, items, cold, split.test, exclude).metrics(items[cold])
+    for part, target in split_targets(split.test, split.cold_items).items():
+        slow = evaluate(torch.from_numpy(users), torch.from_numpy(items), target, exclude, ks=(20,))
+        assert fast[part]["recall@20"] == pytest.approx(slow["recall@20"], abs=1e-6), part
+        assert fast[part]["ndcg@20"] == pytest.approx(slow["ndcg@20"], abs=1e-6), part
+
+
 def test_exported_map_reproduces_the_calibrated_embeddings(synthetic: Dataset) -> None:
     split = natural_split(synthetic)
     users, items = svd_student(synthetic.train)
