@@ -32,6 +32,12 @@ def device_name(device: str) -> str:
     return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
 
 
+def _utilisation(part: dict[str, Any]) -> str:
+    if "gpu_util_mean" not in part:
+        return "-"
+    return f"{part['gpu_util_mean']} ({part['gpu_util_busy_pct']} %)"
+
+
 def table(summary: dict[str, Any], command: str) -> str:
     """The Markdown report of one pipeline summary."""
     device = str(summary["device"])
@@ -44,8 +50,8 @@ def table(summary: dict[str, Any], command: str) -> str:
         f"- protocol: {summary['protocol']['test']}; {summary['ndcg']}",
         "",
         "| stage | best epoch | epochs run | seconds | s / training epoch | triples/s "
-        "| peak GiB | test R@20 | test N@20 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| peak GiB | GPU util % (>= 50 % share) | test R@20 | test N@20 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for stage in ("teacher", "student"):
         if stage in summary:
@@ -53,10 +59,10 @@ def table(summary: dict[str, Any], command: str) -> str:
             lines.append(
                 f"| {stage} | {part['best_epoch']} | {part['epochs_run']} | {part['seconds']} "
                 f"| {part['epoch_s']} | {part['samples_per_s']:.0f} "
-                f"| {part.get('peak_memory_gib', '-')} "
+                f"| {part.get('peak_memory_gib', '-')} | {_utilisation(part)} "
                 f"| {part['test']['recall@20']:.4f} | {part['test']['ndcg@20']:.4f} |"
             )
-    lines.append(f"| total (incl. data, export) | | | {summary['seconds']} | | | | | |")
+    lines.append(f"| total (incl. data, export) | | | {summary['seconds']} | | | | | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -47,6 +47,15 @@ def _line(stage: str, split: str, metrics: dict[str, float]) -> str:
     return f"{stage:<8} {split:<5} {shown}"
 
 
+def _gpu_note(part: dict[str, Any]) -> str:
+    if "gpu_util_mean" not in part:
+        return ""
+    return (
+        f"; GPU {part['peak_memory_gib']} GiB peak, utilisation {part['gpu_util_mean']} % mean, "
+        f">= 50 % in {part['gpu_util_busy_pct']} % of {part['gpu_util_samples']} samples"
+    )
+
+
 def _report(summary: dict[str, Any]) -> None:
     processes = f" x {summary['processes']} processes" if summary["processes"] > 1 else ""
     lines = [f"dataset {summary['dataset']} on {summary['device']}{processes}; {summary['ndcg']}"]
@@ -57,7 +66,7 @@ def _report(summary: dict[str, Any]) -> None:
             lines.append(
                 f"{stage}: best epoch {part['best_epoch']} of {part['epochs_run']} "
                 f"({part['seconds']}s; {part['epoch_s']}s per training epoch, "
-                f"{part['samples_per_s']:.0f} triples/s)"
+                f"{part['samples_per_s']:.0f} triples/s{_gpu_note(part)})"
             )
             lines += [_line(stage, "valid", part["valid"]), _line(stage, "test", part["test"])]
     if "bundle" in summary:

@@ -12,8 +12,10 @@ training epochs, seconds per epoch) and, on CUDA, the peak memory allocated by t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from training.context import (
 from training.data import Dataset, load_dataset
 from training.data.extra import read_interactions, with_interactions
 from training.export import check_same_ids, export_student
+from training.gpu_usage import UtilisationSampler
 from training.loop import FitResult
 from training.runs import STUDENT_CKPT, TEACHER_CKPT, RunDir
 from training.stage1 import TeacherBundle, build_teacher, train_teacher, validate_teacher
@@ -96,12 +99,28 @@ def _reset_peak_memory(ctx: TrainingContext) -> None:
         torch.cuda.reset_peak_memory_stats(ctx.device)
 
 
-def _speed(ctx: TrainingContext, fit: FitResult) -> dict[str, float]:
-    """The stage's throughput and, on CUDA, its peak allocated memory (GiB)."""
+def _speed(
+    ctx: TrainingContext, fit: FitResult, sampler: UtilisationSampler | None
+) -> dict[str, float]:
+    """The stage's throughput and, on CUDA, its peak allocated memory (GiB) and the card's
+    utilisation while it trained (see :mod:`training.gpu_usage`)."""
     speed = fit.throughput()
     if ctx.device.type == "cuda":
         speed["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(ctx.device) / 2**30, 2)
+    if sampler is not None:
+        speed.update(sampler.summary())
     return speed
+
+
+@contextlib.contextmanager
+def _sampled(ctx: TrainingContext) -> Iterator[UtilisationSampler | None]:
+    """The GPU utilisation sampler of a stage (``None`` off CUDA), running inside the block."""
+    sampler = UtilisationSampler.for_device(ctx.device)
+    if sampler is None:
+        yield None
+        return
+    with sampler:
+        yield sampler
 
 
 def teacher_stage(
@@ -109,12 +128,13 @@ def teacher_stage(
 ) -> tuple[TeacherBundle, dict[str, Any]]:
     """Stage 1 with its summary (best epoch, validation and test metrics of the teacher)."""
     _reset_peak_memory(ctx)
-    teacher, fit = train_teacher(ctx, config, run)
+    with _sampled(ctx) as sampler:
+        teacher, fit = train_teacher(ctx, config, run)
     summary = {
         "best_epoch": fit.best_epoch,
         "epochs_run": fit.epochs_run,
         "seconds": round(fit.seconds, 1),
-        **_speed(ctx, fit),
+        **_speed(ctx, fit, sampler),
         "valid": fit.best_valid,
         "test": validate_teacher(teacher, ctx, test=True) if ctx.dist.is_main else {},
     }
@@ -159,12 +179,13 @@ def student_stage(
     """Stage 2 (from a fresh seed) with its summary."""
     reseed_for_student(ctx, config)
     _reset_peak_memory(ctx)
-    result = train_student(ctx, config, teacher, run, warm_start)
+    with _sampled(ctx) as sampler:
+        result = train_student(ctx, config, teacher, run, warm_start)
     summary = {
         "best_epoch": result.fit.best_epoch,
         "epochs_run": result.fit.epochs_run,
         "seconds": round(result.fit.seconds, 1),
-        **_speed(ctx, result.fit),
+        **_speed(ctx, result.fit, sampler),
         "valid": result.valid,
         "test": result.test,
     }
