@@ -32,6 +32,9 @@
 #  10. confirm-tuned: each tuned config over seeds 1..5 (tuning used seed 0), its own variant
 #      only (`training ablate --variants`), 5 at once, into $out/tune/confirm-*.md.
 # cuda-tests runs only the tests marked `cuda` (seconds, against minutes for `tests`).
+# The 2026-12-04 run (bench/results/device-run-2026-12-04-h200.md) was two calls on one warm
+# machine: STEPS="card torch cuda-tests tiktok-seeds tune confirm-tuned", then
+# STEPS="scale-data scale", each with PACK=1.
 # STEPS="card torch tests ..." runs a subset (default: all; one device call holds at most
 # 10 minutes, so run e.g. STEPS="card scale-data scale" and STEPS="card tiktok-seeds" as two
 # calls). DEVICE=cpu and the *_LIMIT variables exist to try the script's plumbing on a CPU
@@ -188,3 +191,10 @@ confirm_tuned() {
 step tune "$((${TUNE_LIMIT:-150} + 60))" tune_all
 step confirm-tuned "${CONFIRM_TUNED_LIMIT:-150}" confirm_tuned
 cat "$out/steps.txt"
+# PACK=1: everything but the log and the step list into one archive (the device tool brings
+# back at most 8 files)
+if [[ -n ${PACK:-} ]]; then
+    tar czf "$out/results.tgz" -C "$out" --exclude=results.tgz --exclude=device-run.log \
+        --exclude=steps.txt .
+    find "$out" -mindepth 1 ! -name results.tgz ! -name device-run.log ! -name steps.txt -delete
+fi
